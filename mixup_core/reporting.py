@@ -1,0 +1,40 @@
+"""The small interface between a trial and whatever runs it (the CLI, Ray Tune, a test).
+
+`mixup_core` knows nothing about Ray or MLflow. A runner hands `run_trial` a `Reporter`:
+  * `checkpoint_to_restore()` is asked once, before training: a checkpoint directory to resume from,
+    or None to start fresh;
+  * `report(metrics, checkpoint_dir)` is called once per finished epoch with that epoch's metrics and
+    the directory of the checkpoint just written (the runner may copy it away; the trial may delete
+    its own copy later, keeping only `train.keep_checkpoints` + `train.keep_epochs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+
+class Reporter(Protocol):
+    def checkpoint_to_restore(self) -> Optional[Path]: ...
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None: ...
+
+
+class LocalReporter:
+    """Used by `mixup-train`: resumes from the newest checkpoint in the trial's own directory."""
+
+    def __init__(self, out_dir: Path, resume: bool = False, on_epoch=None):
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.on_epoch = on_epoch
+
+    def checkpoint_to_restore(self) -> Optional[Path]:
+        if not self.resume:
+            return None
+        from .checkpoint import latest_checkpoint
+
+        return latest_checkpoint(self.out_dir / "checkpoints")
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(metrics)
