@@ -40,6 +40,8 @@ class DataConfig(_Strict):
     rare_fraction: float = Field(0.1, ge=0.0, le=1.0)
     noise_std: float = Field(0.2, ge=0.0)
     feature_noise: float = Field(0.3, ge=0.0)
+    feature_noise_kind: Literal["common", "rare", "same"] = "common"  # which feature of another class
+    shuffle_patches: bool = False  # False: feature, feature noise, noise patches in that order
     rare_strength: float = Field(1.0, gt=0.0)
     common_strength: float = Field(1.0, gt=0.0)
 
@@ -69,7 +71,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
-    lr: float = Field(0.1, gt=0.0)
+    lr: float = Field(0.1, gt=0.0, lt=3.0e38)  # must fit in float32
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(5.0e-4, ge=0.0)

@@ -117,14 +117,14 @@ def test_kill_9_at_a_random_moment_then_resume_matches(tmp_path):
 
 
 def test_nan_loss_stops_the_trial_and_says_where(tmp_path):
-    cfg = small_config(train={"lr": 1.0e30}, mixup={"stop_epoch": 0})
+    cfg = small_config(train={"lr": 1.0e36}, mixup={"stop_epoch": 0})
     summary = run_trial(cfg, tmp_path)
     assert summary["status"] == "diverged"
     assert summary["error"].startswith("diverged at epoch ")
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert stored["error"] == summary["error"]
     res = subprocess.run([sys.executable, "-m", "mixup_core.cli", "feature_noise", "--quiet", "--out",
-                          str(tmp_path / "cli"), "--set", "train.lr=1e30", "--set", "train.epochs=3"],
+                          str(tmp_path / "cli"), "--set", "train.lr=1e36", "--set", "train.epochs=3"],
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert "diverged at epoch" in res.stdout
