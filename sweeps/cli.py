@@ -1,0 +1,124 @@
+"""`mixup-sweep`: run, resume and summarise sweeps.
+
+  mixup-sweep run SPEC [--address ADDR] [--tracking-uri URI] [--storage-path P] [--set k=v ...] [--dry-run]
+  mixup-sweep resume NAME [--address ADDR] [--tracking-uri URI] [--storage-path P]
+  mixup-sweep best NAME [--json] [--tracking-uri URI] [--run-id ID] [--metric M]
+
+SPEC is a YAML path or the name of a bundled spec (sweeps/specs/). `--set` semantics: see sweeps/spec.py.
+Every usage or configuration error is one line on stderr and exit code 2, before anything is created.
+Exit codes: 0 done, 1 some trials failed, 2 bad input, 130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+from mixup_core.config import ConfigError
+
+from .spec import bundled_spec_names
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixup-sweep", description="Mixup sweeps on Ray Tune, tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,resume,best}")
+
+    def cluster_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else an embedded local Ray)")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+        p.add_argument("--storage-path", help="where Ray keeps results and checkpoints: a directory or a URI "
+                                              "(default: ./ray_results)")
+
+    run = sub.add_parser("run", help="start a sweep", description="Start a sweep.")
+    run.add_argument("spec", metavar="SPEC", help=f"a spec file, or a bundled spec: {', '.join(bundled_spec_names())}")
+    cluster_args(run)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a trial key (mixup.alpha=0.5, trial.seed=1; pins a swept key) or a spec key "
+                          "(max_concurrent=4, grid.seed=[0,1], optuna.n_trials=8, resources.gpu=0.5)")
+    run.add_argument("--dry-run", action="store_true", help="list the trials and their cost in epochs; start nothing")
+
+    resume = sub.add_parser("resume", help="continue an interrupted sweep",
+                            description="Continue an interrupted sweep: finished trials are kept, the rest continue "
+                                        "from their last checkpoint, logging into the same MLflow runs.")
+    resume.add_argument("name", metavar="NAME")
+    cluster_args(resume)
+
+    best = sub.add_parser("best", help="the best configuration and early-stop epoch, from MLflow")
+    best.add_argument("name", metavar="NAME")
+    best.add_argument("--json", action="store_true", help="machine-readable output")
+    best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    best.add_argument("--run-id", help="the sweep (parent) run to summarise (default: the newest of NAME)")
+    best.add_argument("--metric", help="select on another logged metric (printed only, not written to MLflow)")
+    return parser
+
+
+def _after_sweep(outcome) -> int:
+    if outcome.interrupted:
+        print(f"sweep {outcome.name!r} interrupted: {len(outcome.unfinished)} trial(s) unfinished; "
+              f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
+        return outcome.exit_code
+    from .selection import print_selection_after_sweep
+
+    print_selection_after_sweep(outcome.name, outcome.tracking_uri, outcome.parent_run_id)
+    done = len(outcome.statuses) - len(outcome.errored)
+    print(f"sweep {outcome.name!r}: {done} trial(s) finished, {len(outcome.errored)} failed; "
+          f"MLflow run {outcome.parent_run_id}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import tracking
+    from .plan import describe
+    from .spec import load_sweep
+
+    sweep = load_sweep(args.spec, args.overrides)
+    for note in sweep.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.dry_run:
+        print(describe(sweep))
+        return 0
+    tracking.resolve_tracking(args.tracking_uri)  # a bad URI fails here, before Ray is imported
+    from .runner import run_sweep
+
+    return _after_sweep(run_sweep(sweep, args.address, args.tracking_uri, args.storage_path))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from . import tracking
+
+    tracking.resolve_tracking(args.tracking_uri)
+    from .runner import resume_sweep
+
+    return _after_sweep(resume_sweep(args.name, args.address, args.tracking_uri, args.storage_path))
+
+
+def _best(args: argparse.Namespace) -> int:
+    from . import tracking
+    from .selection import run_best
+
+    uri = tracking.resolve_tracking(args.tracking_uri).uri  # the same default store as run/resume
+    return run_best(args.name, uri, args.json, args.run_id, metric=args.metric)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    # Ray Tune's table reporter (metric columns) instead of its newer free-form output.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray snapshots its experiment state whenever trials checkpointed num_to_keep times: with
+    # one checkpoint per short epoch that is often, by design (resume consistency); don't warn.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        return {"run": _run, "resume": _resume, "best": _best}[args.command](args)
+    except ConfigError as e:
+        print(f"mixup-sweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        name = getattr(args, "name", None) or "NAME"
+        print(f"mixup-sweep: interrupted; continue with: mixup-sweep resume {name}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""What a sweep will run and what it costs in epochs: the `--dry-run` listing (starts nothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import Sweep
+
+
+def _fmt(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def describe(sweep: Sweep) -> str:
+    spec = sweep.spec
+    res = spec.resources
+    lines = [
+        f"sweep {spec.name!r} from {sweep.source}",
+        f"  metric {spec.metric} ({spec.mode}); {res.cpu:g} CPU + {res.gpu:g} GPU per trial; "
+        f"{spec.max_concurrent} at a time; up to {spec.max_failures} restart(s) per trial",
+    ]
+    if spec.scheduler is not None:
+        a = spec.scheduler
+        lines.append(f"  scheduler: ASHA, grace_period {a.grace_period}, reduction_factor {a.reduction_factor:g}, "
+                     f"max_t {a.max_t if a.max_t is not None else sweep.max_epochs()}")
+    if spec.optuna is not None:
+        o = spec.optuna
+        lines.append(f"  Optuna (TPE, seed {sweep.search_seed}): {o.n_trials} trials over")
+        for key in sweep.grid_keys:
+            values = sweep.grid_values(key)
+            lines.append(f"    {key}: one of {', '.join(map(_fmt, values))} (grid key, categorical)")
+        for key, dim in o.space.items():
+            if dim.type == "categorical":
+                lines.append(f"    {key}: one of {', '.join(map(_fmt, dim.choices or []))}")
+            else:
+                lines.append(f"    {key}: {dim.type} in [{dim.low:g}, {dim.high:g}]{' (log)' if dim.log else ''}")
+        per_trial = sweep.max_epochs()
+        total = o.n_trials * per_trial
+        lines.append(f"total: {o.n_trials} trials, at most {total} epochs ({per_trial} per trial)")
+        return "\n".join(lines)
+
+    points = sweep.grid_points()
+    keys = sweep.grid_keys
+    rows = []
+    total = 0
+    for i, point in enumerate(points, 1):
+        epochs = sweep.trial_config(point).train.epochs
+        total += epochs
+        rows.append([str(i), *(_fmt(point[k]) for k in keys), str(epochs)])
+    lines += ["", *_table(rows, ["#", *keys, "epochs"])]
+    bound = "at most " if spec.scheduler is not None else ""
+    lines.append(f"total: {len(points)} trials, {bound}{total} epochs")
+    return "\n".join(lines)

@@ -1,0 +1,261 @@
+"""Ray Tune orchestration: start (or resume) a sweep on an embedded local Ray or an existing cluster.
+
+The Ray experiment of a sweep lives at STORAGE/NAME (STORAGE = --storage-path, default ./ray_results,
+or a URI such as s3://bucket/path on clusters): a fixed name per sweep, so `resume NAME` finds it.
+`resume` uses `Tuner.restore(resume_unfinished=True, resume_errored=True)`: unfinished and errored
+trials continue from their last checkpoint, finished trials are not rerun; the MLflow parent run is
+found again by its storage tag and each child run by its trial id tag, so nothing is duplicated.
+Ctrl-C: Ray Tune saves the experiment state and stops the trials; the sweep stays resumable.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from ray import tune
+
+from mixup_core.config import ConfigError
+
+from . import search, tracking
+from .spec import Sweep, metric_available, validate_sweep
+from .trainable import SweepContext, train_trial
+
+DEFAULT_STORAGE = "ray_results"
+PROGRESS_COLUMNS = ("epoch", "val_acc", "test_acc", "test_acc_rare")
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    tracking_uri: str
+    parent_run_id: str
+    experiment_path: str
+    statuses: dict[str, str] = field(default_factory=dict)  # Ray trial id -> TERMINATED / ERROR / ...
+    interrupted: bool = False
+
+    @property
+    def errored(self) -> list[str]:
+        return [t for t, s in self.statuses.items() if s == "ERROR"]
+
+    @property
+    def unfinished(self) -> list[str]:
+        return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted or self.unfinished:
+            return 130
+        return 1 if self.errored else 0
+
+
+def storage_root(storage_path: Optional[str]) -> str:
+    """An absolute local path or a URI (s3://, gs://, ...): Ray needs one of those."""
+    path = storage_path or os.environ.get("MIXUP_SWEEP_STORAGE") or DEFAULT_STORAGE
+    if "://" in path:
+        return path.rstrip("/")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def experiment_path(storage: str, name: str) -> str:
+    return f"{storage}/{name}"
+
+
+def with_absolute_data_root(sweep: Sweep) -> Sweep:
+    """Trials run in Ray's per-trial working directories: a relative data.root (./data) means the
+    driver's directory, so make it absolute here (on clusters, use a path valid on every node)."""
+    root = sweep.base_trial["data"]["root"]
+    if "://" in root or os.path.isabs(root):
+        return sweep
+    base = copy.deepcopy(sweep.base_trial)
+    base["data"]["root"] = os.path.abspath(os.path.expanduser(root))
+    return dataclasses.replace(sweep, base_trial=base)
+
+
+def sweep_exists(path: str) -> bool:
+    from ray.tune import Tuner
+
+    return Tuner.can_restore(path)
+
+
+def start_ray(address: Optional[str]) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # Embedded single-node Ray, reachable from this machine only.
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Closing child runs that a trial could not close itself
+
+
+class TrialRunCloser(tune.Callback):
+    """A trial closes its own MLflow run; this closes the runs of trials that cannot: stopped by the
+    scheduler (ASHA) or whose process died."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self._client = None
+
+    def __getstate__(self):  # pickled into Ray's experiment state: no live client
+        return {**self.__dict__, "_client": None}
+
+    def _close(self, trial, status: str, tags: dict[str, str]) -> None:
+        if self._client is None:
+            self._client = tracking.client_for(self.tracking_uri)
+        run = tracking.find_trial_run(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run is None or run.info.status != "RUNNING":
+            return
+        for key, value in tags.items():
+            self._client.set_tag(run.info.run_id, key, value)
+        self._client.set_terminated(run.info.run_id, status=status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epoch = (trial.last_result or {}).get("epoch")
+        self._close(trial, "FINISHED", {"mixup_sweep.stopped_early": f"stopped by the scheduler after epoch {epoch}"})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", {tracking.ERROR_TAG: "the trial process failed (see error.txt in its Ray trial directory)"})
+
+
+def _progress_reporter(sweep: Sweep):
+    cfg = sweep.trial_config({})
+    columns = [c for c in PROGRESS_COLUMNS if c == "epoch" or metric_available(c, cfg) is None]
+    if sweep.spec.metric not in columns:
+        columns.append(sweep.spec.metric)
+    return tune.CLIReporter(
+        metric_columns=columns,
+        parameter_columns=search.parameter_columns(sweep),
+        max_report_frequency=10,
+    )
+
+
+def _trainable(sweep: Sweep, context):
+    resources = {"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu}
+    return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+
+
+def _statuses(results) -> dict[str, str]:
+    analysis = getattr(results, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    return {t.trial_id: t.status for t in trials}
+
+
+def _finish(client, sweep_name: str, tracking_uri: str, parent_run_id: str, path: str, results,
+            experiment_id: str) -> SweepOutcome:
+    outcome = SweepOutcome(sweep_name, tracking_uri, parent_run_id, path, _statuses(results))
+    outcome.interrupted = bool(outcome.unfinished)
+    if outcome.interrupted:
+        # Trials stopped by Ctrl-C keep RUNNING child runs: mark them KILLED (resume reopens them).
+        for trial_id in outcome.unfinished:
+            run = tracking.find_trial_run(client, experiment_id, parent_run_id, trial_id)
+            if run is not None and run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+        client.set_terminated(parent_run_id, status="KILLED")
+    else:
+        client.set_tag(parent_run_id, "mixup_sweep.trials_errored", str(len(outcome.errored)))
+        client.set_terminated(parent_run_id, status="FINISHED")
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# run / resume
+
+
+def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optional[str] = None,
+              storage_path: Optional[str] = None) -> SweepOutcome:
+    sweep = with_absolute_data_root(sweep)
+    target = tracking.resolve_tracking(tracking_uri)
+    storage = storage_root(storage_path)
+    path = experiment_path(storage, sweep.name)
+    if sweep_exists(path):
+        raise ConfigError(
+            f"sweep {sweep.name!r} already exists at {path}: continue it with `mixup-sweep resume {sweep.name}`, "
+            f"or delete that directory (or pick another name with --set name=...) to start over"
+        )
+
+    client = tracking.client_for(target.uri)
+    experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
+    parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)
+    print(f"MLflow: experiment {sweep.name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
+    try:
+        start_ray(address)
+        context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
+        tuner = tune.Tuner(
+            _trainable(sweep, context),
+            param_space=search.param_space(sweep),
+            tune_config=search.tune_config(sweep),
+            run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
+        )
+        results = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent_run_id, status="FAILED")
+        raise
+    return _finish(client, sweep.name, target.uri, parent_run_id, path, results, experiment_id)
+
+
+def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optional[str] = None,
+                 storage_path: Optional[str] = None) -> SweepOutcome:
+    target = tracking.resolve_tracking(tracking_uri)
+    storage = storage_root(storage_path)
+    path = experiment_path(storage, name)
+    if not sweep_exists(path):
+        raise ConfigError(
+            f"no sweep {name!r} to resume at {path} (pass the --storage-path that `run` used; "
+            f"start a new sweep with `mixup-sweep run SPEC`)"
+        )
+    if target.sqlite_path is not None and not target.sqlite_path.exists():
+        raise ConfigError(f"no MLflow store at {target.uri} (pass the --tracking-uri that `run` used)")
+    client = tracking.client_for(target.uri)
+    experiment_id = tracking.get_experiment_id(client, name, None, create=False)
+    parent = tracking.find_sweep_run(client, experiment_id, path) if experiment_id else None
+    if parent is None:
+        raise ConfigError(
+            f"{target.uri} has no sweep run for {name!r} at {path} (pass the --tracking-uri that `run` used)"
+        )
+    parent_run_id = parent.info.run_id
+    sweep = validate_sweep(yaml.safe_load(tracking.read_sweep_spec(client, parent_run_id)), f"{name} (spec.yaml of run {parent_run_id})")
+    tracking.set_run_status(client, parent_run_id, "RUNNING")
+    print(f"MLflow: resuming experiment {name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
+    try:
+        start_ray(address)
+        context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=_trainable(sweep, context),
+            resume_unfinished=True,
+            resume_errored=True,
+            restart_errored=False,
+        )
+        results = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent_run_id, status="FAILED")
+        raise
+    return _finish(client, name, target.uri, parent_run_id, path, results, experiment_id)
+
+
+def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: str, parent_run_id: str):
+    return tune.RunConfig(
+        name=sweep.name,
+        storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+        # Two, not one: the newest is committed before the previous one is deleted.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        progress_reporter=_progress_reporter(sweep),
+        callbacks=[TrialRunCloser(tracking_uri, experiment_id, parent_run_id)],
+        verbose=1,
+    )

@@ -1,0 +1,98 @@
+"""From a validated sweep to Ray Tune's search: the param space, the searcher and the scheduler.
+
+Grid only: one `tune.grid_search` over the explicit grid points (see `Sweep.grid_points`), under the
+config key `grid_point`: the same trials, in the same order, as `--dry-run` lists, also for a list of grids.
+With `optuna`: Ray's `OptunaSearch` (TPE, seeded) owns the whole space. Ray refuses a `grid_search`
+next to a searcher with its own space, so grid keys become categorical dimensions: Optuna picks among
+their values; `n_trials` is the total number of trials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ray import tune
+
+from .spec import SearchDimension, Sweep
+from .trainable import GRID_POINT
+
+
+def optuna_distribution(dim: SearchDimension):
+    import optuna
+
+    if dim.type == "float":
+        return optuna.distributions.FloatDistribution(float(dim.low), float(dim.high), log=dim.log)
+    if dim.type == "int":
+        return optuna.distributions.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+    return optuna.distributions.CategoricalDistribution(list(dim.choices or []))
+
+
+def optuna_space(sweep: Sweep) -> dict[str, Any]:
+    import optuna
+
+    assert sweep.spec.optuna is not None
+    space: dict[str, Any] = {k: optuna.distributions.CategoricalDistribution(sweep.grid_values(k))
+                             for k in sweep.grid_keys}
+    space.update({k: optuna_distribution(d) for k, d in sweep.spec.optuna.space.items()})
+    return space
+
+
+def make_searcher(sweep: Sweep):
+    """Ray's OptunaSearch with a seeded TPE sampler (Optuna's defaults of the installed version)."""
+    if sweep.spec.optuna is None:
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(
+        space=optuna_space(sweep),
+        metric=sweep.spec.metric,
+        mode=sweep.spec.mode,
+        seed=sweep.search_seed,
+    )
+
+
+def make_scheduler(sweep: Sweep):
+    asha = sweep.spec.scheduler
+    if asha is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    max_t = asha.max_t if asha.max_t is not None else sweep.max_epochs()
+    return ASHAScheduler(
+        time_attr="epoch",  # our epoch, not Ray's iteration counter
+        max_t=max_t,
+        grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor,
+    )
+
+
+def param_space(sweep: Sweep) -> dict[str, Any]:
+    if sweep.spec.optuna is not None:
+        return {}  # the searcher owns the space
+    return {GRID_POINT: tune.grid_search(sweep.grid_points())}
+
+
+def parameter_columns(sweep: Sweep) -> dict[str, str]:
+    """Progress-table columns: flattened config key -> shown name."""
+    prefix = "" if sweep.spec.optuna is not None else f"{GRID_POINT}/"
+    return {f"{prefix}{k}": k for k in sweep.varying_keys}
+
+
+def trial_dirname(trial) -> str:
+    """Short, stable trial directory names (Ray's default embeds every value and a timestamp)."""
+    return f"trial_{trial.trial_id}"
+
+
+def tune_config(sweep: Sweep) -> tune.TuneConfig:
+    searcher: Optional[Any] = make_searcher(sweep)
+    return tune.TuneConfig(
+        metric=sweep.spec.metric,
+        mode=sweep.spec.mode,
+        search_alg=searcher,
+        scheduler=make_scheduler(sweep),
+        num_samples=sweep.spec.optuna.n_trials if sweep.spec.optuna else 1,
+        max_concurrent_trials=sweep.spec.max_concurrent,
+        # Reused worker processes keep torch/MLflow imported: on small trials that start-up dominates.
+        reuse_actors=True,
+        trial_dirname_creator=trial_dirname,
+    )

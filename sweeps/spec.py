@@ -1,0 +1,549 @@
+"""A sweep specification: loaded from YAML plus `--set` overrides, and validated completely before
+anything starts (no Ray, no MLflow, no files): every problem is one `ConfigError` line naming the key
+and what is allowed.
+
+`--set KEY=VALUE` (on `mixup-sweep run`) is resolved by the first part of KEY:
+  * a spec key (`name`, `metric`, `mode`, `resources.cpu`, `max_concurrent`, `max_failures`,
+    `share_prefix`, `scheduler`, `optuna.n_trials`, ...) sets that spec key;
+    `grid.KEY=[...]` replaces (or adds) one grid entry, `optuna.space.KEY={...}` one search dimension;
+  * `trial.KEY` or a bare trial key (`seed`, `data.*`, `model.*`, `train.*`, `mixup.*`) sets the trial
+    value. If that key is swept (in `grid` or `optuna.space`), the sweep over it is dropped: the user
+    pinned it (e.g. `--set seed=0` runs one seed instead of the spec's three).
+
+`grid` is one mapping (a cartesian product) or a list of mappings: the union of their products, like
+scikit-learn's ParameterGrid (e.g. standard training once, plus Mixup under every label policy, without
+running standard training once per policy). Identical points run once.
+
+Grid x Optuna: Ray Tune refuses `tune.grid_search` next to a searcher that owns its space, so with an
+`optuna` section the grid keys become categorical dimensions of the Optuna space: Optuna chooses among
+the grid values (it does not run the full product); `optuna.n_trials` is the total number of trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mixup_core.config import (
+    ConfigError,
+    TrialConfig,
+    flatten,
+    format_validation_error,
+    parse_override,
+    read_yaml,
+    set_dotted,
+    validate_trial_config,
+)
+
+SPEC_DIR = Path(__file__).parent / "specs"
+
+# Per-epoch metrics a trial reports (metrics.jsonl), and what a trial needs to report them.
+EPOCH_METRICS: dict[str, Optional[str]] = {
+    "train_loss": None,
+    "val_acc": "validation",
+    "val_loss": "validation",
+    "val_ece": "validation",
+    "test_acc": None,
+    "test_loss": None,
+    "test_ece": None,
+    "test_acc_common": "feature_noise",
+    "test_acc_rare": "feature_noise",
+    "feat_common": "feature_noise",
+    "feat_rare": "feature_noise",
+}
+
+# Validating the full grid product is exact but costs ~50 us per point; beyond this, values are
+# validated one key at a time only.
+_MAX_PRODUCT_CHECK = 20_000
+
+
+Grid = dict[str, Annotated[list[Any], Field(min_length=1)]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchDimension(_Strict):
+    """One dimension of the Optuna space."""
+
+    type: Literal["float", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    choices: Optional[Annotated[list[Any], Field(min_length=1)]] = None
+
+
+class OptunaSpec(_Strict):
+    n_trials: int = Field(ge=1)
+    space: Annotated[dict[str, SearchDimension], Field(min_length=1)]
+    seed: Optional[int] = Field(None, ge=0)  # seeds Optuna's TPE sampler; null = the trial's seed
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class AshaSpec(_Strict):
+    type: Literal["asha"]
+    grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
+    reduction_factor: float = Field(4.0, gt=1)
+    max_t: Optional[int] = Field(None, ge=1)  # null = train.epochs
+
+
+class SweepSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # an MLflow experiment and a directory
+    trial: dict[str, Any]
+    grid: Union[Grid, Annotated[list[Grid], Field(min_length=1)]] = Field(default_factory=dict)
+    optuna: Optional[OptunaSpec] = None
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: int = Field(1, ge=1)
+    max_failures: int = Field(1, ge=0)  # restarts of a failed trial from its last checkpoint
+    # Accepted and validated now; the branching runner (trials differing only in mixup.stop_epoch
+    # forking from one Mixup trunk) is a later issue, so today this changes nothing.
+    share_prefix: bool = True
+    scheduler: Optional[AshaSpec] = None
+
+
+SPEC_KEYS = [k for k in SweepSpec.model_fields if k != "trial"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The validated sweep
+
+
+@dataclass
+class Sweep:
+    """A validated spec plus what follows from it: the resolved base trial and the trials' space."""
+
+    spec: SweepSpec
+    base_trial: dict[str, Any]  # fully resolved trial configuration (defaults filled in)
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def grids(self) -> list[dict[str, list[Any]]]:
+        grid = self.spec.grid
+        return list(grid) if isinstance(grid, list) else [grid]
+
+    @property
+    def grid_keys(self) -> list[str]:
+        return list(dict.fromkeys(k for g in self.grids for k in g))
+
+    def grid_values(self, key: str) -> list[Any]:
+        return [v for g in self.grids for v in g.get(key, [])]
+
+    @property
+    def varying_keys(self) -> list[str]:
+        keys = self.grid_keys
+        if self.spec.optuna:
+            keys += [k for k in self.spec.optuna.space if k not in keys]
+        return keys
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Each grid's cartesian product (first key varying slowest), concatenated; duplicates once.
+        Every point names every grid key: one a sub-grid leaves out has the trial's base value."""
+        base = flatten(self.base_trial)
+        all_keys = self.grid_keys
+        points: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for grid in self.grids:
+            keys = list(grid)
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                chosen = dict(zip(keys, combo))
+                point = {k: chosen[k] if k in chosen else base[k] for k in all_keys}
+                fingerprint = yaml.safe_dump(point, sort_keys=True)
+                if fingerprint not in seen:
+                    seen.add(fingerprint)
+                    points.append(point)
+        return points
+
+    @property
+    def n_trials(self) -> int:
+        if self.spec.optuna:
+            return self.spec.optuna.n_trials
+        return len(self.grid_points())
+
+    @property
+    def search_seed(self) -> int:
+        seed = self.spec.optuna.seed if self.spec.optuna else None
+        return int(self.base_trial["seed"]) if seed is None else seed
+
+    def max_epochs(self) -> int:
+        values = [self.base_trial["train"]["epochs"], *self.grid_values("train.epochs")]
+        if self.spec.optuna and "train.epochs" in self.spec.optuna.space:
+            values += _dimension_values(self.spec.optuna.space["train.epochs"])
+        return int(max(v for v in values if v is not None))
+
+    def trial_dict(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The raw configuration of the trial with these values of the varying keys."""
+        raw = copy.deepcopy(self.base_trial)
+        for key, value in params.items():
+            set_dotted(raw, key, value)
+        return raw
+
+    def trial_config(self, params: dict[str, Any]) -> TrialConfig:
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        return validate_trial_config(self.trial_dict(params), source=f"the trial with {shown or 'no changes'}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec (overrides applied, trial defaults filled): what `resume` reloads."""
+        data = self.spec.model_dump(mode="json", exclude_none=False)
+        data["trial"] = copy.deepcopy(self.base_trial)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def bundled_spec_names() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def resolve_spec_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name_or_path:
+        if not path.is_file():
+            raise ConfigError(f"{name_or_path}: no such file (bundled specs: {', '.join(bundled_spec_names())})")
+        return path
+    bundled = SPEC_DIR / f"{name_or_path}.yaml"
+    if not bundled.exists():
+        raise ConfigError(
+            f"{name_or_path!r} is neither a spec file nor a bundled spec (bundled: {', '.join(bundled_spec_names())})"
+        )
+    return bundled
+
+
+def load_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    path = resolve_spec_path(name_or_path)
+    raw = read_yaml(path)
+    return validate_sweep(raw, str(path), overrides)
+
+
+def validate_sweep(raw: Any, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with keys: trial, {', '.join(SPEC_KEYS)}")
+    raw = copy.deepcopy(raw)
+    notes = apply_overrides(raw, overrides)
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format_error(err, raw)}") from None
+    try:
+        base = validate_trial_config(spec.trial, source="trial").to_dict()
+        sweep = Sweep(spec=spec, base_trial=base, source=source, notes=notes)
+        _check_sweep(sweep)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return sweep
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """Apply `--set` items to the raw spec (see the module docstring); returns notes for the user."""
+    notes: list[str] = []
+    for item in overrides:
+        key, value = parse_override(item)
+        head = key.split(".", 1)[0]
+        if key.startswith("grid."):
+            if isinstance(raw.get("grid"), list):
+                raise ConfigError(f"--set {item!r}: this spec's grid is a list of grids; "
+                                  f"--set grid.KEY works on a single grid mapping (or replace it: --set 'grid=[...]')")
+            grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
+            grid[key[len("grid."):]] = value
+            raw["grid"] = grid
+        elif key.startswith("optuna.space."):
+            optuna = raw.get("optuna") if isinstance(raw.get("optuna"), dict) else {}
+            space = optuna.get("space") if isinstance(optuna.get("space"), dict) else {}
+            space[key[len("optuna.space."):]] = value
+            optuna["space"] = space
+            raw["optuna"] = optuna
+        elif head in SPEC_KEYS:
+            _set_spec_key(raw, key, value)
+        elif head == "trial" or head in TrialConfig.model_fields:
+            trial_key = key[len("trial."):] if head == "trial" else key
+            if not trial_key or trial_key == "trial":
+                raise ConfigError(f"--set {item!r}: name a trial key, e.g. --set trial.mixup.alpha=0.5")
+            if not isinstance(raw.get("trial"), dict):
+                raw["trial"] = {}
+            set_dotted(raw["trial"], trial_key, value)
+            notes += _pin(raw, trial_key)
+        else:
+            raise ConfigError(
+                f"--set {item!r}: '{head}' is neither a spec key ({', '.join(SPEC_KEYS)}) "
+                f"nor a trial key ({', '.join(TrialConfig.model_fields)})"
+            )
+    return list(dict.fromkeys(notes))
+
+
+def _set_spec_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) > 1 and raw.get(parts[0]) is None:
+        raw[parts[0]] = {}  # e.g. --set scheduler.type=asha on a spec with scheduler: null
+    set_dotted(raw, key, value)
+
+
+def _pin(raw: dict[str, Any], trial_key: str) -> list[str]:
+    """A trial key set with --set is no longer swept."""
+    notes = []
+    grid = raw.get("grid")
+    for sub in grid if isinstance(grid, list) else [grid]:
+        if isinstance(sub, dict) and trial_key in sub:
+            del sub[trial_key]
+            notes.append(f"--set {trial_key} pins it: removed from grid")
+    optuna = raw.get("optuna")
+    space = optuna.get("space") if isinstance(optuna, dict) else None
+    if isinstance(space, dict) and trial_key in space:
+        del space[trial_key]
+        notes.append(f"--set {trial_key} pins it: removed from optuna.space")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks that need the trial configuration
+
+
+def _check_sweep(sweep: Sweep) -> None:
+    spec = sweep.spec
+    if isinstance(spec.grid, list) and spec.optuna:
+        raise ConfigError("grid: a list of grids cannot be combined with optuna; use one grid mapping")
+    for key in sweep.grid_keys:
+        _check_trial_key(key, f"grid.{key}")
+    if spec.optuna:
+        for key, dim in spec.optuna.space.items():
+            _check_trial_key(key, f"optuna.space.{key}")
+            if key in sweep.grid_keys:
+                raise ConfigError(f"optuna.space.{key}: '{key}' is also in grid; sweep each key in one of them")
+            _check_dimension(key, dim)
+
+    # Every value alone, then every combination (cross-field rules such as stop_epoch <= epochs).
+    for grid in sweep.grids:
+        for key, values in grid.items():
+            for value in values:
+                _validate_point(sweep, {key: value}, f"grid.{key}")
+    points = sweep.grid_points()
+    configs = [_validate_point(sweep, p, "grid") for p in (points if len(points) <= _MAX_PRODUCT_CHECK else points[:1])]
+    if spec.optuna:
+        # The space's corners and choices, each combined with the first grid point.
+        extra = []
+        for key, dim in spec.optuna.space.items():
+            for value in _dimension_values(dim):
+                extra.append(_validate_point(sweep, {**points[0], key: value}, f"optuna.space.{key}"))
+        configs += extra
+
+    _check_metric(spec, configs)
+    _check_resources(spec, configs)
+    if spec.scheduler is not None:
+        _check_asha(sweep, spec.scheduler, configs)
+
+
+def _trial_field(key: str):
+    """The pydantic field of a dotted trial key, or a ConfigError naming what is allowed."""
+    cls: Any = TrialConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        fields = cls.model_fields
+        if part not in fields:
+            scope = f" in '{where}'" if where else ""
+            raise ConfigError(f"unknown trial key '{key}' (allowed{scope}: {', '.join(fields)})")
+        info = fields[part]
+        ann = info.annotation
+        is_section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        if i == len(parts) - 1:
+            if is_section:
+                raise ConfigError(f"'{key}' is a section, not a value (sweep one of: "
+                                  f"{', '.join(key + '.' + k for k in ann.model_fields)})")
+            return info
+        if not is_section:
+            raise ConfigError(f"unknown trial key '{key}': '{'.'.join(parts[:i + 1])}' is a value, not a section")
+        cls = ann
+    raise AssertionError("unreachable")
+
+
+def _check_trial_key(key: str, where: str) -> None:
+    try:
+        _trial_field(key)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _is_int_field(key: str) -> bool:
+    ann = _trial_field(key).annotation
+    args = set(typing.get_args(ann)) - {type(None)} if typing.get_origin(ann) is Union else {ann}
+    return args == {int}
+
+
+def _check_dimension(key: str, dim: SearchDimension) -> None:
+    where = f"optuna.space.{key}"
+    if dim.type == "categorical":
+        if dim.choices is None:
+            raise ConfigError(f"{where}: type categorical needs 'choices' (a non-empty list)")
+        if dim.low is not None or dim.high is not None or dim.log:
+            raise ConfigError(f"{where}: type categorical takes only 'choices' (not low/high/log)")
+        bad = [c for c in dim.choices if not (c is None or isinstance(c, (bool, int, float, str)))]
+        if bad:
+            raise ConfigError(f"{where}: choices must be numbers, strings, booleans or null (got {bad[0]!r})")
+        return
+    if dim.choices is not None:
+        raise ConfigError(f"{where}: 'choices' is for type categorical; type {dim.type} takes low, high, log")
+    if dim.low is None or dim.high is None:
+        raise ConfigError(f"{where}: type {dim.type} needs 'low' and 'high'")
+    if not dim.low < dim.high:
+        raise ConfigError(f"{where}: low ({dim.low:g}) must be below high ({dim.high:g})")
+    if dim.log and dim.low <= 0:
+        raise ConfigError(f"{where}: log: true needs low > 0 (got {dim.low:g})")
+    if dim.type == "int" and not (float(dim.low).is_integer() and float(dim.high).is_integer()):
+        raise ConfigError(f"{where}: type int needs whole-number low and high (got {dim.low:g}, {dim.high:g})")
+    if dim.type == "float" and _is_int_field(key):
+        raise ConfigError(f"{where}: '{key}' is an integer key; use type: int (or categorical)")
+
+
+def _dimension_values(dim: SearchDimension) -> list[Any]:
+    if dim.type == "categorical":
+        return list(dim.choices or [])
+    if dim.type == "int":
+        return [int(dim.low), int(dim.high)]
+    return [float(dim.low), float(dim.high)]
+
+
+def _validate_point(sweep: Sweep, point: dict[str, Any], where: str) -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(sweep.trial_dict(point))
+    except ValidationError as err:
+        shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        detail = format_validation_error(err, TrialConfig)
+        raise ConfigError(f"{where}: the trial with {shown} is invalid: {detail}") from None
+
+
+def metric_available(metric: str, cfg: TrialConfig) -> Optional[str]:
+    """None when trials with this config report `metric`, else why not."""
+    need = EPOCH_METRICS[metric]
+    if need == "validation" and cfg.data.val_size == 0:
+        return f"{metric} needs a validation split, but data.val_size=0 (set data.val_size > 0, or use a test_/train_ metric)"
+    if need == "feature_noise" and cfg.data.name != "feature_noise":
+        return f"{metric} exists only on data.name=feature_noise (this sweep uses {cfg.data.name})"
+    return None
+
+
+def _check_metric(spec: SweepSpec, configs: list[TrialConfig]) -> None:
+    if spec.metric not in EPOCH_METRICS:
+        raise ConfigError(f"metric: {spec.metric!r} is not a metric trials report (allowed: {', '.join(EPOCH_METRICS)})")
+    for cfg in configs:
+        problem = metric_available(spec.metric, cfg)
+        if problem:
+            raise ConfigError(f"metric: {problem}")
+    higher_is_better = spec.metric.endswith("_acc") or "_acc_" in spec.metric or spec.metric.startswith("feat_")
+    wanted = "max" if higher_is_better else "min"
+    if spec.mode != wanted:
+        raise ConfigError(f"mode: {spec.mode} would select the worst {spec.metric}; use mode: {wanted}")
+
+
+def _check_resources(spec: SweepSpec, configs: list[TrialConfig]) -> None:
+    gpu = spec.resources.gpu
+    if gpu > 1 and not float(gpu).is_integer():
+        raise ConfigError(f"resources.gpu: above 1 it must be a whole number of GPUs (got {gpu:g}); fractions only below 1")
+    if gpu == 0 and any(c.train.device == "cuda" for c in configs):
+        raise ConfigError("resources.gpu: 0, but trial train.device=cuda; give trials a GPU (resources.gpu > 0) or use train.device: auto")
+
+
+def _stop_epochs(sweep: Sweep) -> list[int]:
+    """Every integer mixup.stop_epoch the sweep can produce (null = Mixup throughout, never switches)."""
+    values: list[Any] = [sweep.base_trial["mixup"]["stop_epoch"]]
+    values += sweep.grid_values("mixup.stop_epoch")
+    if sweep.spec.optuna and "mixup.stop_epoch" in sweep.spec.optuna.space:
+        values += _dimension_values(sweep.spec.optuna.space["mixup.stop_epoch"])
+    return [int(v) for v in values if v is not None]
+
+
+def _check_asha(sweep: Sweep, asha: AshaSpec, configs: list[TrialConfig]) -> None:
+    epochs = max(c.train.epochs for c in configs)
+    max_t = asha.max_t if asha.max_t is not None else epochs
+    if max_t > epochs:
+        raise ConfigError(f"scheduler.max_t: {max_t} is beyond train.epochs={epochs} (allowed: 1..{epochs})")
+    if asha.grace_period > max_t:
+        raise ConfigError(f"scheduler.grace_period: {asha.grace_period} is beyond max_t={max_t} (allowed: 1..{max_t})")
+    stops = _stop_epochs(sweep)
+    if stops and asha.grace_period < max(stops):
+        raise ConfigError(
+            f"scheduler.grace_period: {asha.grace_period} is shorter than the largest mixup.stop_epoch "
+            f"({max(stops)}): ASHA would compare trials while some still train with Mixup; "
+            f"allowed: grace_period >= {max(stops)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Error formatting for the spec's own keys
+
+
+def _unwrap(ann: Any) -> Any:
+    """Optional[X] / Annotated[X, ...] -> X."""
+    while typing.get_origin(ann) in (Union, Annotated):
+        ann = [a for a in typing.get_args(ann) if a is not type(None)][0]
+    return ann
+
+
+def _model_at(loc: tuple) -> Any:
+    """The pydantic model that holds the key at `loc[-1]`, or None when it is not a model."""
+    cls: Any = SweepSpec
+    dict_value: Any = None
+    for part in loc[:-1]:
+        if dict_value is not None:  # this part is a key of grid / optuna.space
+            cls, dict_value = dict_value, None
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        ann = _unwrap(cls.model_fields[part].annotation)
+        if typing.get_origin(ann) is dict:
+            dict_value = _unwrap(typing.get_args(ann)[1])
+            cls = None
+        else:
+            cls = ann
+    return cls
+
+
+def _format_error(err: ValidationError, raw: dict[str, Any]) -> str:
+    errors = err.errors()
+    # `grid` is a mapping or a list of mappings: report the errors of the form the user wrote.
+    branch = "list[" if isinstance(raw.get("grid"), list) else "dict["
+    errors = [e for e in errors if not (e["loc"][:1] == ("grid",) and len(e["loc"]) > 1
+                                        and isinstance(e["loc"][1], str) and e["loc"][1].startswith(("list[", "dict["))
+                                        and not e["loc"][1].startswith(branch))] or errors
+    e = errors[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
+    # Dict keys of grid / optuna.space are dotted trial keys: keep them whole.
+    key = ".".join(str(p) for p in loc)
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if e["type"] == "extra_forbidden":
+        owner = _model_at(loc)
+        allowed = ", ".join(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else "?"
+        return f"unknown key '{key}' (allowed here: {allowed}){more}"
+    if e["type"] == "missing":
+        return f"{key}: required key is missing{more}"
+    if e["type"] == "literal_error":
+        expected = e.get("ctx", {}).get("expected", "")
+        return f"{key}: {e.get('input')!r} is not allowed (allowed: {expected}){more}"
+    if e["type"] == "string_pattern_mismatch" and loc == ("name",):
+        return f"name: {e.get('input')!r} is not allowed (letters, digits, '_', '.', '-'; up to 100 characters){more}"
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {msg}{got_s}{more}"

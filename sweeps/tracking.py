@@ -1,0 +1,258 @@
+"""MLflow tracking of a sweep, laid out as design.md fixes it.
+
+  experiment = the sweep's name
+  parent run (one per sweep, created on the driver): tag mixup_sweep.role=sweep, the resolved spec as
+      artifact spec.yaml and as params; tag mixup_sweep.storage = the Ray experiment path, which is how
+      `resume` finds this run again
+  child run (one per trial, created by the trial itself): tags mlflow.parentRunId, mixup_sweep.role=trial,
+      mixup_sweep.trial_id (Ray's trial id, stable across restarts and `resume`); params = the flattened
+      trial configuration; per-epoch metrics with step=epoch; summary metrics (no step); artifacts
+      config.yaml, metrics.jsonl, summary.json and checkpoint/ (the final checkpoint); status FINISHED, or
+      FAILED with tag mixup_sweep.error.
+
+Never a duplicate step: a restarted trial reuses its child run (found by the trial id tag) and logs only
+epochs after the last step already logged. The epoch is logged *before* Ray persists its checkpoint, so
+a crash between the two re-runs an epoch that is already logged (skipped), never leaves a hole.
+
+Everything uses `MlflowClient` with explicit run ids: trials run in other processes (and on other nodes),
+where a fluent "active run" would be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from mixup_core.config import ConfigError, flatten
+
+ROLE_TAG = "mixup_sweep.role"
+TRIAL_ID_TAG = "mixup_sweep.trial_id"
+ERROR_TAG = "mixup_sweep.error"
+STORAGE_TAG = "mixup_sweep.storage"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+SPEC_ARTIFACT = "spec.yaml"
+
+# Numeric entries of summary.json logged as run-level metrics (no step).
+SUMMARY_METRICS = ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc", "epochs", "wall_s")
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+_MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where runs go. `uri` is absolute, so trials in other processes or nodes reach the same store."""
+
+    uri: str
+    artifact_location: Optional[str] = None  # for a newly created experiment; None = the store's default
+    sqlite_path: Optional[Path] = None  # the database file of a local SQLite store
+
+
+def resolve_tracking(uri: Optional[str] = None, cwd: Optional[Path] = None) -> TrackingTarget:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the working directory
+    with artifacts beside it in ./mlartifacts. Relative SQLite/file paths become absolute."""
+    cwd = Path(cwd or os.getcwd())
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        db = db if db.is_absolute() else (cwd / db)
+        db = Path(os.path.abspath(db))
+        return TrackingTarget(f"sqlite:///{db}", (db.parent / DEFAULT_ARTIFACTS).as_uri(), db)
+    if uri.startswith("sqlite:"):
+        raise ConfigError(f"--tracking-uri {uri}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+    if "://" not in uri or uri.startswith("file:"):
+        raise ConfigError(
+            f"--tracking-uri {uri}: MLflow's file store is deprecated; use sqlite:///PATH.db or an http(s):// server"
+        )
+    return TrackingTarget(uri)
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:_MAX_PARAM]
+
+
+def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, _param_value(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side: the experiment and the sweep's parent run
+
+
+def get_experiment_id(client, name: str, artifact_location: Optional[str], create: bool) -> Optional[str]:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"MLflow experiment {name!r} is deleted (restore it with `mlflow experiments restore`, or use another name)"
+        )
+    if exp is None and create:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # created meanwhile by another driver
+            exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else None
+
+
+def start_sweep_run(client, experiment_id: str, spec: dict[str, Any], spec_yaml: str, experiment_path: str) -> str:
+    """The parent run: tags, the resolved spec as params (trial keys live on the children) and spec.yaml."""
+    run = client.create_run(
+        experiment_id,
+        tags={ROLE_TAG: "sweep", STORAGE_TAG: experiment_path},
+        run_name=f"{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
+    run_id = run.info.run_id
+    params = {k: v for k, v in spec.items() if k not in ("trial", "grid", "optuna")}
+    params = flatten({k: v for k, v in params.items()})
+    grid = spec.get("grid") or {}
+    if isinstance(grid, list):  # a list of grids: grid.<i>.<key>
+        params.update({f"grid.{i}.{k}": v for i, g in enumerate(grid) for k, v in g.items()})
+    else:
+        params.update({f"grid.{k}": v for k, v in grid.items()})
+    if spec.get("optuna"):
+        optuna = spec["optuna"]
+        params["optuna.n_trials"] = optuna["n_trials"]
+        params["optuna.seed"] = optuna.get("seed")
+        params.update({f"optuna.space.{k}": v for k, v in optuna["space"].items()})
+    _log_params(client, run_id, params)
+    client.log_text(run_id, spec_yaml, SPEC_ARTIFACT)
+    return run_id
+
+
+def find_sweep_run(client, experiment_id: str, experiment_path: str):
+    """The newest parent run of the sweep whose Ray experiment lives at `experiment_path`."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{STORAGE_TAG}` = '{experiment_path}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def read_sweep_spec(client, run_id: str) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
+        return Path(local).read_text()
+
+
+def set_run_status(client, run_id: str, status: str) -> None:
+    if status == "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, status=status)
+
+
+def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Trial side: one child run
+
+
+class TrialRun:
+    """The child run of one trial, reused across restarts; logs each epoch at most once."""
+
+    def __init__(self, client, run_id: str, last_step: int):
+        self.client = client
+        self.run_id = run_id
+        self.last_step = last_step
+
+    @classmethod
+    def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
+             params: dict[str, Any]) -> "TrialRun":
+        client = client_for(uri)
+        existing = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+        if existing is not None:
+            run_id = existing.info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return cls(client, run_id, _last_logged_step(client, existing))
+        run = client.create_run(
+            experiment_id,
+            tags={PARENT_TAG: parent_run_id, ROLE_TAG: "trial", TRIAL_ID_TAG: trial_id},
+            run_name=run_name,
+        )
+        _log_params(client, run.info.run_id, params)
+        return cls(client, run.info.run_id, 0)
+
+    def log_epoch(self, metrics: dict[str, Any]) -> bool:
+        """Log one epoch's metrics at step=epoch, unless that epoch is already logged."""
+        from mlflow.entities import Metric
+
+        step = int(metrics["epoch"])
+        if step <= self.last_step:
+            return False
+        ts = _now_ms()
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()
+                 if k != "epoch" and isinstance(v, (int, float)) and v is not None]
+        self.client.log_batch(self.run_id, metrics=items)  # one transaction: an epoch is all or nothing
+        self.last_step = step
+        return True
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        present = self.client.get_run(self.run_id).data.metrics
+        ts = _now_ms()
+        items = [Metric(k, float(summary[k]), ts, 0) for k in SUMMARY_METRICS
+                 if isinstance(summary.get(k), (int, float)) and k not in present]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_outputs(self, out_dir: Path, final_checkpoint: Optional[Path]) -> None:
+        for name in ("config.yaml", "metrics.jsonl", "summary.json"):
+            if (out_dir / name).exists():
+                self.client.log_artifact(self.run_id, str(out_dir / name))
+        if final_checkpoint is not None:
+            self.client.log_artifacts(self.run_id, str(final_checkpoint), artifact_path="checkpoint")
+
+    def finish(self, status: str = "FINISHED", error: Optional[str] = None) -> None:
+        if error:
+            self.client.set_tag(self.run_id, ERROR_TAG, error[:5000])
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _last_logged_step(client, run) -> int:
+    last = 0
+    for key in run.data.metrics:
+        if key in SUMMARY_METRICS:
+            continue
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        last = max([last, *steps])
+    return last
+
+
+def finite_or_none(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -1,0 +1,106 @@
+"""The Ray Tune function trainable: one trial = one `mixup_core.trial.run_trial` call.
+
+Ray hands the trainable only the values of the varying keys (e.g. {"mixup.stop_epoch": 5, "seed": 1},
+under `grid_point` for grid sweeps);
+the rest of the trial configuration comes from the sweep context bound with `tune.with_parameters`.
+The trial reports to Ray (metrics + checkpoint, for the scheduler, the searcher and restarts) and
+to its MLflow child run. On a GPU node Ray sets CUDA_VISIBLE_DEVICES, and `train.device: auto`
+picks the GPU Ray assigned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ray import tune
+
+from mixup_core.config import flatten
+
+from .spec import Sweep, validate_sweep
+from .tracking import TrialRun
+
+
+GRID_POINT = "grid_point"  # grid sweeps: Ray's config is {"grid_point": {dotted key: value}}
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The varying keys' values of this trial (grid point, or Optuna's flat suggestion)."""
+    return dict(config[GRID_POINT]) if GRID_POINT in config else dict(config)
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial needs from the driver (small and picklable)."""
+
+    spec: dict[str, Any]  # the resolved spec (Sweep.to_dict())
+    tracking_uri: str  # absolute
+    experiment_id: str
+    parent_run_id: str
+
+    def sweep(self) -> Sweep:
+        return validate_sweep(self.spec, source="sweep spec")
+
+
+class RayReporter:
+    """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint, reports each epoch to
+    MLflow (first) and Ray (with the epoch's checkpoint)."""
+
+    def __init__(self, run: TrialRun, stack: contextlib.ExitStack):
+        self.run = run
+        self._stack = stack
+
+    def checkpoint_to_restore(self) -> Optional[Path]:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        # Local storage: the directory itself; remote storage: downloaded, kept until the trial ends.
+        return Path(self._stack.enter_context(checkpoint.as_directory()))
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        # MLflow first: a crash before Ray persists the checkpoint re-runs an epoch that is already
+        # logged (and skipped), whereas the other order would leave a hole in the history.
+        self.run.log_epoch(metrics)
+        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+def run_name(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "trial"
+
+
+def train_trial(config: dict[str, Any], context: SweepContext) -> None:
+    from mixup_core.checkpoint import latest_checkpoint
+    from mixup_core.trial import run_trial
+
+    params = trial_params(config)
+    cfg = context.sweep().trial_config(params)
+    trial_id = tune.get_context().get_trial_id()
+    run = TrialRun.open(
+        context.tracking_uri,
+        context.experiment_id,
+        context.parent_run_id,
+        trial_id,
+        run_name(params),
+        flatten(cfg.to_dict()),
+    )
+    # Scratch space on the trial's node; what must survive goes to Ray's storage (checkpoints) and
+    # MLflow (metrics, artifacts). Named by trial id: with reused actors the working directory is shared.
+    out_dir = Path(os.getcwd()) / f"trial_{trial_id}"
+    try:
+        with contextlib.ExitStack() as stack:
+            summary = run_trial(cfg, out_dir, RayReporter(run, stack))
+    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for Ray's retry logic
+        run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    run.log_summary(summary)
+    run.log_outputs(out_dir, latest_checkpoint(out_dir / "checkpoints"))
+    if summary.get("status") == "diverged":
+        # Deterministic: retrying would diverge again, so the trial ends normally for Ray.
+        run.finish("FAILED", summary.get("error") or "diverged")
+    else:
+        run.finish("FINISHED")
+    shutil.rmtree(out_dir, ignore_errors=True)  # all of it is in Ray's storage and MLflow now
