@@ -125,16 +125,25 @@ def _files_present(folder: Path, layout: CifarLayout) -> bool:
 
 
 def _download(root: Path, name: str, layout: CifarLayout) -> None:
+    """Download through torchvision, under a file lock: parallel trials of a sweep that share a data
+    root then download once (the others wait, and find the files present)."""
+    import fcntl
+
     import torchvision  # only needed here; reading does not go through torchvision
 
     dataset_cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
-    try:
-        dataset_cls(str(root), train=True, download=True)
-    except (OSError, RuntimeError) as e:
-        raise ConfigError(
-            f"could not download {layout.title} into {root} ({e}); check the network, "
-            f"or put the python-format files in {root / layout.folder}"
-        ) from None
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{layout.folder}.download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _files_present(root / layout.folder, layout):
+            return
+        try:
+            dataset_cls(str(root), train=True, download=True)
+        except (OSError, RuntimeError) as e:
+            raise ConfigError(
+                f"could not download {layout.title} into {root} ({e}); check the network, "
+                f"or put the python-format files in {root / layout.folder}"
+            ) from None
 
 
 def load_cifar_arrays(root: str | Path, name: str, download: bool = False) -> dict[str, Any]:

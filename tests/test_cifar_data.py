@@ -75,6 +75,13 @@ def test_build_dataset_dispatches_to_cifar(cifar_root):
     assert data.num_classes == 100 and data.train_x.shape[0] == 190
 
 
+def test_download_true_uses_files_already_present(cifar_root):
+    # No network: with the files in place, download: true must not go to torchvision at all.
+    root, written = cifar_root
+    data = load_cifar(DataConfig(name="cifar10", root=str(root), download=True, val_size=0), seed=0, device=CPU)
+    assert np.array_equal(data.test_x.numpy(), written["cifar10"]["test_x"])
+
+
 def test_missing_folder_gives_one_clear_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_cifar(DataConfig(name="cifar10", root=str(tmp_path / "nowhere")), seed=0, device=CPU)
