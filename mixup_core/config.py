@@ -81,8 +81,16 @@ class TrainConfig(_Strict):
     warmup_epochs: int = Field(0, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Replay each training step as one CUDA graph (auto: on CUDA for the ResNets; see graphed_step.py).
+    cuda_graphs: Literal["auto", "on", "off"] = "auto"
     keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept (plus keep_epochs)
     keep_epochs: list[int] = Field(default_factory=list)  # epochs whose checkpoint is always kept
+
+    @field_validator("cuda_graphs", mode="before")
+    @classmethod
+    def _cuda_graphs(cls, v: Any) -> Any:
+        # YAML reads a bare on/off as true/false; take them as the words they were.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("milestones")
     @classmethod

@@ -121,6 +121,28 @@ def new_state(cfg: TrialConfig, data: TrialData, device: torch.device) -> Traini
     )
 
 
+def train_step(cfg: TrialConfig, data: TrialData, state: TrainingState, mixup: Mixup, idx: torch.Tensor,
+               mixing: bool) -> torch.Tensor:
+    """One optimiser step on the examples `idx` (device tensor); returns the loss (no host sync).
+    Fixed shapes and device-side randomness only, so the CUDA-graph path captures this same function."""
+    model, opt = state.model, state.optimizer
+    device = data.train_x.device
+    x = data.prepare_train(data.train_x[idx], state.data_gen)
+    y = data.train_y[idx]
+    if device.type == "cuda" and data.train_x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_context(cfg.train.precision, device):
+        if mixing:
+            x, y_a, y_b, mu = mixup.mix(x, y, state.mixup_gen)
+            loss = mixup_cross_entropy(model(x), y_a, y_b, mu)
+        else:
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def train_one_epoch(cfg: TrialConfig, data: TrialData, state: TrainingState, mixup: Mixup,
                     progress_bar=None) -> tuple[float, float, int]:
     """One pass over the training set. Returns (mean train loss, lr at the first step, images seen).
@@ -132,7 +154,6 @@ def train_one_epoch(cfg: TrialConfig, data: TrialData, state: TrainingState, mix
     batch = min(t.batch_size, n)
     steps = n // batch  # drop the ragged last batch: fixed shapes, and every batch mixes full-size
     mixing = mixup.active_at(state.epoch)
-    channels_last = device.type == "cuda" and data.train_x.dim() == 4
     model.train()
     perm = torch.randperm(n, generator=state.data_gen, device=device)
     loss_sum = torch.zeros((), device=device)
@@ -142,23 +163,19 @@ def train_one_epoch(cfg: TrialConfig, data: TrialData, state: TrainingState, mix
         for group in opt.param_groups:
             group["lr"] = lr
         idx = perm[step * batch:(step + 1) * batch]
-        x = data.prepare_train(data.train_x[idx], state.data_gen)
-        y = data.train_y[idx]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(t.precision, device):
-            if mixing:
-                x, y_a, y_b, mu = mixup.mix(x, y, state.mixup_gen)
-                loss = mixup_cross_entropy(model(x), y_a, y_b, mu)
-            else:
-                loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(cfg, data, state, mixup, idx, mixing)
         loss_sum += loss.detach()
         if progress_bar is not None:
             progress_bar.update(1)
     return float(loss_sum / steps), first_lr, steps * batch
+
+
+def select_epoch_trainer(cfg: TrialConfig, device: torch.device):
+    """`train_one_epoch` (eager), or on CUDA a trainer with the same signature that replays the step as
+    a CUDA graph (train.cuda_graphs; see graphed_step.py)."""
+    from .graphed_step import GraphedEpochs, use_cuda_graphs
+
+    return GraphedEpochs() if use_cuda_graphs(cfg, device) else train_one_epoch
 
 
 @torch.no_grad()
@@ -222,6 +239,7 @@ def run_trial(cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter] = No
     and checkpoints/ under out_dir. Returns the summary."""
     out_dir = Path(out_dir)
     device = resolve_device(cfg.train.device)
+    train_epoch = select_epoch_trainer(cfg, device)  # eager or CUDA graphs; a bad choice fails here
     data = build_dataset(cfg.data, cfg.seed, device)  # bad data fails here, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     reporter = reporter or LocalReporter(out_dir)
@@ -250,7 +268,7 @@ def run_trial(cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter] = No
             epoch_start = time.perf_counter()
             inner = bars.inner(state.epoch) if bars else None
             mixing = mixup.active_at(state.epoch)
-            train_loss, lr, seen = train_one_epoch(cfg, data, state, mixup, inner)
+            train_loss, lr, seen = train_epoch(cfg, data, state, mixup, inner)
             if inner is not None:
                 inner.close()
             if device.type == "cuda":

@@ -1,0 +1,158 @@
+"""Trial packing: several trials trained together in one process, on one device.
+
+Why: one ResNet-18 trial at batch 128 cannot fill an H100 even as a CUDA graph (its kernels are too
+small). Packing N trials (other seeds, other Mixup settings, other stop epochs) into one process lets
+one graph step all N models per replay, each on its own CUDA stream, so their kernels run side by side
+(N processes sharing a GPU are time-sliced instead, unless MPS is on).
+
+Each trial keeps everything of its own: data (the validation split depends on the seed), model with its
+BatchNorm statistics, optimiser, generators, schedule, outputs. The models are not fused (no vmap, no
+grouped kernels), so each trial computes exactly what `run_trial` computes: on CPU the packed run
+reproduces N separate runs bit for bit, and every trial writes the same files as `run_trial`
+(config.yaml, metrics.jsonl, summary.json, checkpoints/) and reports to its own Reporter.
+
+Trials must have the same number of steps per epoch (same training-set size and batch size) and run on
+the same device; anything else may differ. Trials advance in lockstep; a trial restored from an earlier
+checkpoint than the others trains alone (in a smaller pack) until it has caught up, and a trial that
+diverges or finishes leaves the pack. `images_per_s` in a trial's metrics is its own images over the
+pack's training time, so the pack's throughput is the sum over its trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, write_history
+from .config import ConfigError, TrialConfig, dump_yaml
+from .datasets import build_dataset
+from .graphed_step import StaticStep, StepGraphs, use_cuda_graphs
+from .mixup import Mixup
+from .reporting import LocalReporter, Reporter
+from .trial import evaluate, feature_learning, new_state, resolve_device, summarize
+
+
+class _PackedTrial:
+    """One trial's state and outputs inside a pack; mirrors run_trial's per-epoch bookkeeping."""
+
+    def __init__(self, cfg: TrialConfig, data, out_dir: Path, reporter: Optional[Reporter], device: torch.device):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.reporter = reporter or LocalReporter(self.out_dir)
+        self.config_yaml = dump_yaml(cfg)
+        (self.out_dir / "config.yaml").write_text(self.config_yaml)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.state = new_state(cfg, data, device)
+        self.mixup = Mixup(cfg.mixup)
+        self.history: list[dict[str, Any]] = []
+        restore = self.reporter.checkpoint_to_restore()
+        if restore is not None:
+            saved, history = load_checkpoint(restore)
+            self.state.load_dict(saved)
+            self.history = history[: self.state.epoch]
+        write_history(self.out_dir / "metrics.jsonl", self.history)
+        (self.out_dir / "summary.json").unlink(missing_ok=True)
+        self.log = (self.out_dir / "metrics.jsonl").open("a")
+        self.program = StaticStep(cfg, data, self.state, self.mixup)
+        self.status, self.error = "finished", None
+        self.started = time.perf_counter() - self.state.elapsed_s
+        self.summary: Optional[dict[str, Any]] = None
+
+    @property
+    def running(self) -> bool:
+        return self.summary is None and self.state.epoch < self.cfg.train.epochs
+
+    def finish_epoch(self, train_loss: float, lr: float, seen: int, train_s: float, mixing: bool) -> None:
+        state = self.state
+        if not math.isfinite(train_loss):
+            self.status = "diverged"
+            self.error = f"diverged at epoch {state.epoch + 1} (train loss {train_loss})"
+            self.close()
+            return
+        row: dict[str, Any] = {"epoch": state.epoch + 1, "mixup_active": int(mixing), "lr": lr,
+                               "train_loss": train_loss}
+        row.update(evaluate(self.cfg, self.data, state.model))
+        row.update(feature_learning(self.data, state.model))
+        state.epoch += 1
+        state.elapsed_s = time.perf_counter() - self.started
+        row["images_per_s"] = seen / max(train_s, 1e-9)
+        row["elapsed_s"] = state.elapsed_s
+        self.history.append(row)
+        ckpt = save_checkpoint(self.ckpt_root, state.epoch, state.to_dict(), self.history, self.config_yaml)
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+        self.reporter.report(row, ckpt)
+        prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints, self.cfg.train.keep_epochs)
+
+    def close(self) -> dict[str, Any]:
+        if self.summary is None:
+            self.log.close()
+            self.summary = summarize(self.history, self.cfg.train.epochs, time.perf_counter() - self.started,
+                                     self.status, self.error)
+            (self.out_dir / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+        return self.summary
+
+
+def packing_device(cfgs: Sequence[TrialConfig]) -> torch.device:
+    devices = {str(resolve_device(c.train.device)) for c in cfgs}
+    if len(devices) != 1:
+        raise ConfigError(f"packed trials must share one device, got train.device resolving to {sorted(devices)}")
+    return torch.device(devices.pop())
+
+
+def run_packed_trials(
+    cfgs: Sequence[TrialConfig],
+    out_dirs: Sequence[Path],
+    reporters: Optional[Sequence[Optional[Reporter]]] = None,
+    capture: Optional[bool] = None,
+) -> list[dict[str, Any]]:
+    """Train `cfgs` together, trial i writing into out_dirs[i] and reporting to reporters[i] (None: a
+    LocalReporter, no resume). Returns the summaries in order. capture: graph the packed step (default:
+    on CUDA when every trial's train.cuda_graphs allows it, see graphed_step.use_cuda_graphs)."""
+    if not cfgs:
+        return []
+    reporters = list(reporters) if reporters is not None else [None] * len(cfgs)
+    if not (len(cfgs) == len(out_dirs) == len(reporters)):
+        raise ValueError(f"got {len(cfgs)} configs, {len(out_dirs)} out_dirs and {len(reporters)} reporters")
+    if len({str(Path(d).resolve()) for d in out_dirs}) != len(out_dirs):
+        raise ConfigError("packed trials need distinct output directories")
+    device = packing_device(cfgs)
+    choices = [use_cuda_graphs(c, device) for c in cfgs]  # every trial's choice is checked
+    if capture is None:
+        capture = all(choices)
+    # Everything that can fail on bad input fails here, before anything is written.
+    datas = [build_dataset(c.data, c.seed, device) for c in cfgs]
+    steps = {d.n_train // min(c.train.batch_size, d.n_train) for c, d in zip(cfgs, datas)}
+    if len(steps) != 1:
+        raise ConfigError(
+            f"packed trials need the same steps per epoch (training-set size // train.batch_size), got {sorted(steps)}"
+        )
+    trials = [_PackedTrial(c, d, Path(o), r, device) for c, d, o, r in zip(cfgs, datas, out_dirs, reporters)]
+    graphs = StepGraphs(capture)
+    try:
+        while True:
+            running = [t for t in trials if t.running]
+            if not running:
+                break
+            epoch = min(t.state.epoch for t in running)  # laggards (resumed earlier) catch up first
+            group = [t for t in running if t.state.epoch == epoch]
+            start = time.perf_counter()
+            for t in group:
+                t.program.begin_epoch()
+            mixing = [t.program.mixing for t in group]
+            graphs.run([t.program for t in group])
+            results = [t.program.end_epoch() for t in group]  # syncs
+            train_s = time.perf_counter() - start
+            for t, (loss, lr, seen), mix in zip(group, results, mixing):
+                t.finish_epoch(loss, lr, seen, train_s, mix)
+    finally:
+        for t in trials:
+            if t.summary is None and not t.log.closed:
+                t.log.close()
+    return [t.close() for t in trials]
