@@ -150,7 +150,8 @@ class StepGraphs:
         self._key: Optional[tuple] = None
         self._held: list[torch.Tensor] = []  # strong refs: the graph's tensors stay alive and comparable
         self._warm = 0
-        self._streams: list[Any] = []
+        self._streams: list[Any] = []  # one per packed trial inside the graph
+        self._side: Optional[Any] = None  # warm-up stream
 
     def run(self, programs: Sequence[StaticStep], progress_bar=None) -> None:
         steps = programs[0].steps
@@ -192,7 +193,9 @@ class StepGraphs:
     def _eager_step(self, programs: Sequence[StaticStep]) -> None:
         if self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # autotuned here, outside capture; the graph keeps the choice
-        side = torch.cuda.Stream()
+        if self._side is None:
+            self._side = torch.cuda.Stream()
+        side = self._side
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for p in programs:
@@ -204,6 +207,8 @@ class StepGraphs:
         for p in programs:
             for gen in p.generators():
                 _register_generator(graph, gen)
+        for p in programs:  # free the warm-up gradients outside the capture; the graph allocates its own
+            p.state.optimizer.zero_grad(set_to_none=True)
         if len(programs) > 1 and len(self._streams) < len(programs):
             self._streams += [torch.cuda.Stream() for _ in range(len(programs) - len(self._streams))]
         with torch.cuda.graph(graph):
