@@ -62,8 +62,8 @@ def _after_sweep(outcome) -> int:
     from .selection import print_selection_after_sweep
 
     print_selection_after_sweep(outcome.name, outcome.tracking_uri, outcome.parent_run_id)
-    done = len(outcome.statuses) - len(outcome.errored)
-    print(f"sweep {outcome.name!r}: {done} trial(s) finished, {len(outcome.errored)} failed; "
+    failed = max(outcome.failed_runs, len(outcome.errored))
+    print(f"sweep {outcome.name!r}: {len(outcome.statuses) - failed} trial(s) finished, {failed} failed; "
           f"MLflow run {outcome.parent_run_id}", file=sys.stderr)
     return outcome.exit_code
 

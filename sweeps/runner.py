@@ -39,6 +39,7 @@ class SweepOutcome:
     experiment_path: str
     statuses: dict[str, str] = field(default_factory=dict)  # Ray trial id -> TERMINATED / ERROR / ...
     interrupted: bool = False
+    failed_runs: int = 0  # FAILED child runs: errored trials and diverged ones (which end normally for Ray)
 
     @property
     def errored(self) -> list[str]:
@@ -52,7 +53,7 @@ class SweepOutcome:
     def exit_code(self) -> int:
         if self.interrupted or self.unfinished:
             return 130
-        return 1 if self.errored else 0
+        return 1 if (self.errored or self.failed_runs) else 0
 
 
 def storage_root(storage_path: Optional[str]) -> str:
@@ -167,7 +168,12 @@ def _finish(client, sweep_name: str, tracking_uri: str, parent_run_id: str, path
                 client.set_terminated(run.info.run_id, status="KILLED")
         client.set_terminated(parent_run_id, status="KILLED")
     else:
-        client.set_tag(parent_run_id, "mixup_sweep.trials_errored", str(len(outcome.errored)))
+        outcome.failed_runs = len(client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FAILED'",
+            max_results=10_000,
+        ))
+        client.set_tag(parent_run_id, "mixup_sweep.trials_failed", str(outcome.failed_runs))
         client.set_terminated(parent_run_id, status="FINISHED")
     return outcome
 

@@ -53,6 +53,7 @@ class RayReporter:
     def __init__(self, run: TrialRun, stack: contextlib.ExitStack):
         self.run = run
         self._stack = stack
+        self.reports = 0
 
     def checkpoint_to_restore(self) -> Optional[Path]:
         checkpoint = tune.get_checkpoint()
@@ -66,6 +67,7 @@ class RayReporter:
         # logged (and skipped), whereas the other order would leave a hole in the history.
         self.run.log_epoch(metrics)
         tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        self.reports += 1
 
 
 def run_name(params: dict[str, Any]) -> str:
@@ -73,7 +75,7 @@ def run_name(params: dict[str, Any]) -> str:
 
 
 def train_trial(config: dict[str, Any], context: SweepContext) -> None:
-    from mixup_core.checkpoint import latest_checkpoint
+    from mixup_core.checkpoint import latest_checkpoint, read_history
     from mixup_core.trial import run_trial
 
     params = trial_params(config)
@@ -92,7 +94,14 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     out_dir = Path(os.getcwd()) / f"trial_{trial_id}"
     try:
         with contextlib.ExitStack() as stack:
-            summary = run_trial(cfg, out_dir, RayReporter(run, stack))
+            reporter = RayReporter(run, stack)
+            summary = run_trial(cfg, out_dir, reporter)
+            if reporter.reports == 0:
+                # Ray requires the sweep's metric in a trial's results. A trial restored at its last
+                # epoch repeats its final result; one that diverged in epoch 1 reports NaN, so
+                # searchers and schedulers see a failure.
+                rows = read_history(out_dir / "metrics.jsonl")
+                tune.report(rows[-1] if rows else {"epoch": 0, context.spec["metric"]: float("nan")})
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for Ray's retry logic
         run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
         raise
