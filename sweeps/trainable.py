@@ -96,12 +96,16 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
         with contextlib.ExitStack() as stack:
             reporter = RayReporter(run, stack)
             summary = run_trial(cfg, out_dir, reporter)
-            if reporter.reports == 0:
-                # Ray requires the sweep's metric in a trial's results. A trial restored at its last
-                # epoch repeats its final result; one that diverged in epoch 1 reports NaN, so
-                # searchers and schedulers see a failure.
-                rows = read_history(out_dir / "metrics.jsonl")
-                tune.report(rows[-1] if rows else {"epoch": 0, context.spec["metric"]: float("nan")})
+            rows = read_history(out_dir / "metrics.jsonl")
+            if summary.get("status") == "diverged":
+                # The searcher (Optuna) and scheduler must see the worst value, not the last good
+                # epoch's; not NaN, which Optuna refuses (its trial would stay RUNNING for ever).
+                worst = float("-inf") if context.spec["mode"] == "max" else float("inf")
+                tune.report({"epoch": rows[-1]["epoch"] if rows else 0, context.spec["metric"]: worst})
+            elif reporter.reports == 0:
+                # Ray requires the sweep's metric in a trial's results: a trial restored at its last
+                # epoch repeats its final result.
+                tune.report(rows[-1])
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for Ray's retry logic
         run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
         raise
