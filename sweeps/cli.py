@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _after_sweep(outcome) -> int:
     if outcome.interrupted:
-        print(f"sweep {outcome.name!r} interrupted: {len(outcome.unfinished)} trial(s) unfinished; "
+        print(f"sweep {outcome.name!r} interrupted: {outcome.remaining} of {outcome.n_trials} trial(s) to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
     from .selection import print_selection_after_sweep

@@ -45,13 +45,21 @@ class SweepOutcome:
     def errored(self) -> list[str]:
         return [t for t, s in self.statuses.items() if s == "ERROR"]
 
+    n_trials: int = 0
+
     @property
     def unfinished(self) -> list[str]:
         return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
 
     @property
+    def remaining(self) -> int:
+        """Trials still to run: unfinished ones and those not created yet."""
+        done = sum(s in ("TERMINATED", "ERROR") for s in self.statuses.values())
+        return max(self.n_trials - done, len(self.unfinished))
+
+    @property
     def exit_code(self) -> int:
-        if self.interrupted or self.unfinished:
+        if self.interrupted:
             return 130
         return 1 if (self.errored or self.failed_runs) else 0
 
@@ -150,16 +158,17 @@ def _trainable(sweep: Sweep, context):
     return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
 
 
-def _statuses(results) -> dict[str, str]:
-    analysis = getattr(results, "_experiment_analysis", None)
-    trials = getattr(analysis, "trials", None) or []
-    return {t.trial_id: t.status for t in trials}
+def saved_statuses(path: str) -> dict[str, str]:
+    """Trial statuses as Ray saved them (what `resume` will see). After Ctrl-C the in-memory trials
+    read TERMINATED, while the saved state keeps the interrupted ones RUNNING/PENDING."""
+    return {t.trial_id: t.status for t in tune.ExperimentAnalysis(path).trials}
 
 
-def _finish(client, sweep_name: str, tracking_uri: str, parent_run_id: str, path: str, results,
+def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
-    outcome = SweepOutcome(sweep_name, tracking_uri, parent_run_id, path, _statuses(results))
-    outcome.interrupted = bool(outcome.unfinished)
+    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, saved_statuses(path), n_trials=sweep.n_trials)
+    # Trials not created yet (grid points are created as slots free up) count as unfinished too.
+    outcome.interrupted = outcome.remaining > 0
     if outcome.interrupted:
         # Trials stopped by Ctrl-C keep RUNNING child runs: mark them KILLED (resume reopens them).
         for trial_id in outcome.unfinished:
@@ -207,11 +216,11 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
             tune_config=search.tune_config(sweep),
             run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
         )
-        results = tuner.fit()
+        tuner.fit()
     except BaseException:
         client.set_terminated(parent_run_id, status="FAILED")
         raise
-    return _finish(client, sweep.name, target.uri, parent_run_id, path, results, experiment_id)
+    return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
 def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optional[str] = None,
@@ -247,11 +256,11 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
             resume_errored=True,
             restart_errored=False,
         )
-        results = tuner.fit()
+        tuner.fit()
     except BaseException:
         client.set_terminated(parent_run_id, status="FAILED")
         raise
-    return _finish(client, name, target.uri, parent_run_id, path, results, experiment_id)
+    return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
 def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: str, parent_run_id: str):

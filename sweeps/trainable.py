@@ -106,9 +106,11 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
                 # Ray requires the sweep's metric in a trial's results: a trial restored at its last
                 # epoch repeats its final result.
                 tune.report(rows[-1])
-    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for Ray's retry logic
+    except Exception as e:  # recorded, then re-raised for Ray's retry logic
         run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
         raise
+    # SystemExit / KeyboardInterrupt: Ray stopping the trial (Ctrl-C, a scheduler): not a failure; the
+    # driver marks the run KILLED, or FINISHED with mixup_sweep.stopped_early.
     run.log_summary(summary)
     run.log_outputs(out_dir, latest_checkpoint(out_dir / "checkpoints"))
     if summary.get("status") == "diverged":

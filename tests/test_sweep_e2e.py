@@ -4,6 +4,7 @@ a real embedded Ray and a real MLflow SQLite store; tiny feature-noise trials.""
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -142,22 +143,41 @@ def test_best_reads_the_sweep_from_mlflow(grid_sweep):
     assert doc["sweep"] == "e2e"
 
 
-def test_resume_after_the_driver_is_killed(tmp_path):
-    """SIGKILL the driver (and everything it started) once a trial finished and the next is mid-way;
-    `resume` finishes the sweep: no duplicate runs or steps, finished trials untouched, the interrupted
-    trial continues from its checkpoint."""
+def test_sweep_survives_ctrl_c_and_sigkill_and_resume_completes_it(tmp_path):
+    """Ctrl-C once a trial finished and the next is mid-way: exit 130, runs KILLED, resumable. Resume,
+    then SIGKILL the driver (and everything it started) mid-way through the last trial. Resume again:
+    the sweep completes with one run per trial, every epoch logged once, finished trials untouched,
+    interrupted trials continued from their checkpoints."""
     trial = json.loads(json.dumps(TINY_TRIAL))
     trial["data"]["n_train"] = 2000
-    trial["train"]["epochs"] = 30
+    trial["train"]["epochs"] = 25
     write_spec(tmp_path, tiny_spec("killed", trial=trial, grid={"mixup.stop_epoch": [0, 5, None]}, max_concurrent=1))
     db = tmp_path / "mlflow.db"
+
+    def finished_and_midway(n_finished):
+        def check():
+            runs = trial_epochs_logged(db).values()
+            return (sum(s == "FINISHED" for s, _ in runs) >= n_finished
+                    and any(s == "RUNNING" and e >= 3 for s, e in runs))
+        return check
+
     driver = start_cli(["run", "spec.yaml"], cwd=tmp_path, log=tmp_path / "run.log")
     try:
-        def one_finished_one_midway():
-            runs = trial_epochs_logged(db).values()
-            return any(s == "FINISHED" for s, _ in runs) and any(s == "RUNNING" and e >= 4 for s, e in runs)
+        wait_for(finished_and_midway(1), timeout=180, what="a finished trial and one mid-way")
+        driver.send_signal(signal.SIGINT)  # Ctrl-C
+        assert driver.wait(timeout=120) == 130
+    finally:
+        if driver.poll() is None:
+            kill([driver.pid, *descendants(driver.pid)])
+    assert "continue with: mixup-sweep resume killed" in (tmp_path / "run.log").read_text()
+    c = client(tmp_path)
+    parents, children = sweep_runs(c, "killed")
+    assert parents[0].info.status == "KILLED"
+    assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
 
-        wait_for(one_finished_one_midway, timeout=180, what="a finished trial and one mid-way")
+    driver = start_cli(["resume", "killed"], cwd=tmp_path, log=tmp_path / "resume1.log")
+    try:
+        wait_for(finished_and_midway(2), timeout=180, what="two finished trials and one mid-way")
         started = descendants(driver.pid)
         driver.kill()  # SIGKILL: no chance to save anything
         driver.wait()
@@ -166,11 +186,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         if driver.poll() is None:
             kill([driver.pid, *descendants(driver.pid)])
 
-    c = client(tmp_path)
     _, before = sweep_runs(c, "killed")
     finished_before = {r.info.run_id: (r.info.end_time, steps(c, r.info.run_id, "train_loss"))
                        for r in before if r.info.status == "FINISHED"}
-    assert finished_before and len(before) < 4
+    assert len(finished_before) == 2 and len(before) == 3
 
     res = run_cli(["resume", "killed"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -181,12 +200,11 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     for run in after:
         assert run.info.status == "FINISHED"
         for key in ("train_loss", "val_acc", "test_acc"):
-            assert steps(c, run.info.run_id, key) == list(range(1, 31)), key
+            assert steps(c, run.info.run_id, key) == list(range(1, 26)), key
         epochs = ray_epochs(tmp_path, "killed", run.data.tags["mixup_sweep.trial_id"])
-        assert epochs.count(1) == 1 and max(epochs) == 30  # continued from a checkpoint, not from scratch
+        assert epochs.count(1) == 1 and max(epochs) == 25  # continued from a checkpoint, not from scratch
     for run_id, (end_time, history) in finished_before.items():
-        run = c.get_run(run_id)
-        assert run.info.end_time == end_time  # not rerun
+        assert c.get_run(run_id).info.end_time == end_time  # not rerun
         assert steps(c, run_id, "train_loss") == history
 
 
