@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from .spec import SearchDimension, Sweep
-from .trainable import GRID_POINT
+from .trainable import GRID_POINT, PLANNED_EPOCHS
 
 
 def optuna_distribution(dim: SearchDimension):
@@ -51,18 +52,29 @@ def make_searcher(sweep: Sweep):
     )
 
 
+class LastEpochKeepingASHA(ASHAScheduler):
+    """ASHA that never stops a trial at its last epoch: there is nothing left to save there, and a
+    stop would cut the trial off before it records its summary and final checkpoint."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if result.get("epoch", 0) >= result.get(PLANNED_EPOCHS, float("inf")):
+            return TrialScheduler.CONTINUE
+        return decision
+
+
 def make_scheduler(sweep: Sweep):
     asha = sweep.spec.scheduler
     if asha is None:
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     max_t = asha.max_t if asha.max_t is not None else sweep.max_epochs()
-    return ASHAScheduler(
+    return LastEpochKeepingASHA(
         time_attr="epoch",  # our epoch, not Ray's iteration counter
         max_t=max_t,
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,
+        # Trials that reach max_t end on their own (summary, artifacts), not stopped by ASHA.
+        stop_last_trials=False,
     )
 
 

@@ -26,6 +26,7 @@ from .tracking import TrialRun
 
 
 GRID_POINT = "grid_point"  # grid sweeps: Ray's config is {"grid_point": {dotted key: value}}
+PLANNED_EPOCHS = "planned_epochs"  # added to every result for Ray (the scheduler), not to MLflow
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -50,9 +51,10 @@ class RayReporter:
     """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint, reports each epoch to
     MLflow (first) and Ray (with the epoch's checkpoint)."""
 
-    def __init__(self, run: TrialRun, stack: contextlib.ExitStack):
+    def __init__(self, run: TrialRun, stack: contextlib.ExitStack, planned_epochs: int):
         self.run = run
         self._stack = stack
+        self.planned_epochs = planned_epochs
         self.reports = 0
 
     def checkpoint_to_restore(self) -> Optional[Path]:
@@ -66,7 +68,8 @@ class RayReporter:
         # MLflow first: a crash before Ray persists the checkpoint re-runs an epoch that is already
         # logged (and skipped), whereas the other order would leave a hole in the history.
         self.run.log_epoch(metrics)
-        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        tune.report({**metrics, PLANNED_EPOCHS: self.planned_epochs},
+                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         self.reports += 1
 
 
@@ -94,28 +97,32 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     out_dir = Path(os.getcwd()) / f"trial_{trial_id}"
     try:
         with contextlib.ExitStack() as stack:
-            reporter = RayReporter(run, stack)
+            reporter = RayReporter(run, stack, cfg.train.epochs)
             summary = run_trial(cfg, out_dir, reporter)
-            rows = read_history(out_dir / "metrics.jsonl")
-            if summary.get("status") == "diverged":
-                # The searcher (Optuna) and scheduler must see the worst value, not the last good
-                # epoch's; not NaN, which Optuna refuses (its trial would stay RUNNING for ever).
-                worst = float("-inf") if context.spec["mode"] == "max" else float("inf")
-                tune.report({"epoch": rows[-1]["epoch"] if rows else 0, context.spec["metric"]: worst})
-            elif reporter.reports == 0:
-                # Ray requires the sweep's metric in a trial's results: a trial restored at its last
-                # epoch repeats its final result.
-                tune.report(rows[-1])
     except Exception as e:  # recorded, then re-raised for Ray's retry logic
         run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
         raise
     # SystemExit / KeyboardInterrupt: Ray stopping the trial (Ctrl-C, a scheduler): not a failure; the
     # driver marks the run KILLED, or FINISHED with mixup_sweep.stopped_early.
+    rows = read_history(out_dir / "metrics.jsonl")
     run.log_summary(summary)
     run.log_outputs(out_dir, latest_checkpoint(out_dir / "checkpoints"))
-    if summary.get("status") == "diverged":
+    diverged = summary.get("status") == "diverged"
+    if diverged:
         # Deterministic: retrying would diverge again, so the trial ends normally for Ray.
         run.finish("FAILED", summary.get("error") or "diverged")
     else:
         run.finish("FINISHED")
     shutil.rmtree(out_dir, ignore_errors=True)  # all of it is in Ray's storage and MLflow now
+
+    # Final results for Ray only, after MLflow is complete (a scheduler may stop a trial at any report).
+    if diverged:
+        # The searcher (Optuna) and the scheduler must see the worst value, not the last good epoch's;
+        # and not NaN, which Optuna refuses (its trial would stay RUNNING for ever).
+        worst = float("-inf") if context.spec["mode"] == "max" else float("inf")
+        tune.report({"epoch": rows[-1]["epoch"] if rows else 0, context.spec["metric"]: worst,
+                     PLANNED_EPOCHS: cfg.train.epochs})
+    elif reporter.reports == 0:
+        # Ray requires the sweep's metric in a trial's results: a trial restored at its last epoch
+        # (nothing left to train) repeats its final result.
+        tune.report({**rows[-1], PLANNED_EPOCHS: cfg.train.epochs})

@@ -88,14 +88,16 @@ def test_optuna_refuses_nan_so_diverged_trials_report_the_worst_value():
     assert searcher._ot_study.trials[1].value == float("-inf")
 
 
-def test_optuna_sweep_runs_n_trials_with_seeded_suggestions(tmp_path):
+def test_optuna_sweep_with_asha_runs_n_trials_with_seeded_suggestions(tmp_path):
     spec = tiny_spec(
         "optuna_e2e",
         grid={"seed": [0, 1]},
         optuna={"n_trials": 3, "seed": 11, "space": {
             "mixup.alpha": {"type": "float", "low": 0.2, "high": 2.0, "log": True}}},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
     )
-    spec["trial"]["train"]["epochs"] = 2
+    spec["trial"]["train"]["epochs"] = 4
+    spec["trial"]["mixup"]["stop_epoch"] = 1
     write_spec(tmp_path, spec)
     dry = run_cli(["run", "spec.yaml", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 0 and "3 trials" in dry.stdout
@@ -106,6 +108,12 @@ def test_optuna_sweep_runs_n_trials_with_seeded_suggestions(tmp_path):
     parents, children = sweep_runs(c, "optuna_e2e")
     assert len(parents) == 1 and parents[0].data.params["optuna.n_trials"] == "3"
     assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    for run in children:  # ASHA may stop a trial early, never at its last epoch (it must end on its own)
+        epochs = len(c.get_metric_history(run.info.run_id, "train_loss"))
+        if "mixup_sweep.stopped_early" in run.data.tags:
+            assert epochs < 4 and "final_test_acc" not in run.data.metrics
+        else:
+            assert epochs == 4 and "final_test_acc" in run.data.metrics
     alphas = sorted(json.loads(r.data.params["mixup.alpha"]) for r in children)
     assert all(0.2 <= a <= 2.0 for a in alphas) and len(set(alphas)) == 3
     assert {r.data.params["seed"] for r in children} <= {"0", "1"}

@@ -133,3 +133,31 @@ def test_optuna_dry_run_lists_the_space(capsys, tmp_path):
 def test_loading_a_missing_spec_names_the_bundled_ones():
     with pytest.raises(ConfigError, match="bundled: .*quickstart"):
         load_sweep("no_such_spec")
+
+
+def test_asha_never_stops_a_trial_at_its_last_epoch():
+    """Plain ASHA stops a trial that falls below the cutoff at the max_t rung, i.e. at its last epoch:
+    killed there, the trial never records its summary and final checkpoint. Ours lets it end."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler
+
+    from sweeps.search import LastEpochKeepingASHA
+
+    def decisions(cls):
+        asha = cls(time_attr="epoch", metric="val_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+        trials = [Trial("t", stub=True, trial_id=f"t{i}") for i in range(4)]
+        for t in trials:
+            asha.on_trial_add(None, t)
+        out = []
+        for epoch in (1, 2, 3, 4):
+            for i, t in enumerate(trials):  # t3 leads until its last epoch, then drops below the rest
+                value = 0.9 if i < 3 else (0.95 if epoch < 4 else 0.0)
+                out.append(asha.on_trial_result(None, t, {"epoch": epoch, "val_acc": value, "planned_epochs": 4}))
+        return out
+
+    assert decisions(ASHAScheduler)[-1] == "STOP"
+    assert set(decisions(LastEpochKeepingASHA)) == {"CONTINUE"}
+    sweep = sweep_of(grid={"mixup.stop_epoch": [0, 1]}, scheduler={"type": "asha", "grace_period": 1})
+    from sweeps.search import make_scheduler
+
+    assert isinstance(make_scheduler(sweep), LastEpochKeepingASHA)
