@@ -75,12 +75,28 @@ def local_cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProce
     )
 
 
+def process_table() -> list[str]:
+    """`ps -eo pid,sid,stat,args` lines; read from /proc where procps is not installed."""
+    if shutil.which("ps"):
+        ps = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True, check=True)
+        return ps.stdout.splitlines()
+    lines = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        lines.append(f"{proc.name} {fields[3]} {fields[0]} {args}")
+    return lines
+
+
 def processes_of(state_dir: Path, sessions: set[int]) -> list[str]:
-    """`ps` lines of live processes in the cluster's sessions or naming its state / Ray temp dir."""
-    ps = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True, check=True)
+    """Live processes in the cluster's sessions or naming its state dir (Ray's temp dir is inside)."""
     marks = [str(state_dir) + "/"]
     left = []
-    for line in ps.stdout.splitlines():
+    for line in process_table():
         pid, sid, stat, args = (line.split(None, 3) + [""])[:4]
         if stat.startswith("Z") or int(pid) == os.getpid():
             continue  # a zombie is already dead; only its parent can reap it
