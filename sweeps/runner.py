@@ -102,8 +102,9 @@ def start_ray(address: Optional[str]) -> None:
     if address:
         ray.init(address=address)
     else:
-        # Embedded single-node Ray, reachable from this machine only.
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+        # A new embedded single-node Ray on loopback. address="local": never attach to a cluster that
+        # `ray start` left registered on this machine (a stale one makes ray.init() hang).
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +204,9 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
             f"or delete that directory (or pick another name with --set name=...) to start over"
         )
 
+    if (address or os.environ.get("RAY_ADDRESS")) and target.sqlite_path is not None:
+        print(f"note: trials write to {target.sqlite_path}: on a multi-node cluster every node must see that path; "
+              f"otherwise use an MLflow server (--tracking-uri http://HOST:PORT)", file=sys.stderr)
     client = tracking.client_for(target.uri)
     experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
     parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)

@@ -59,9 +59,10 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command() + args, cwd=cwd, env=user_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: Optional[dict[str, str]] = None
+            ) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command() + args, cwd=cwd, env={**user_env(), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

@@ -4,8 +4,11 @@ a real embedded Ray and a real MLflow SQLite store; tiny feature-noise trials.""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,10 +44,17 @@ def grid_sweep(tmp_path_factory):
         {"train.lr": [1.0e36], "train.momentum": [0.9], "train.weight_decay": [5.0e-4]},  # NaN loss in epoch 1
     ])
     write_spec(tmp, spec)
+    # A cluster that `ray start` once registered on this machine, long gone: with no --address the
+    # sweep must start its own Ray, not try to join that one. (A private Ray temp dir, short enough
+    # for Ray's socket paths, so no other Ray on the machine sees the stale file.)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")
     started = time.monotonic()
-    res = run_cli(["run", "spec.yaml"], cwd=tmp)
+    res = run_cli(["run", "spec.yaml"], cwd=tmp, env={"RAY_TMPDIR": str(ray_tmp)})
     elapsed = time.monotonic() - started
-    return tmp, res, elapsed
+    yield tmp, res, elapsed
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_grid_sweep_creates_parent_and_one_child_run_per_trial(grid_sweep):
