@@ -161,3 +161,10 @@ def test_asha_never_stops_a_trial_at_its_last_epoch():
     from sweeps.search import make_scheduler
 
     assert isinstance(make_scheduler(sweep), LastEpochKeepingASHA)
+
+
+def test_quickstart_trial_is_the_bundled_feature_noise_config():
+    """The quickstart runs the tuned feature-noise regime: keep it in step with the bundled config."""
+    from mixup_core.config import load_trial_config
+
+    assert load_sweep("quickstart").base_trial == load_trial_config("feature_noise").to_dict()
