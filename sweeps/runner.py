@@ -15,7 +15,6 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import yaml
@@ -37,15 +36,13 @@ class SweepOutcome:
     tracking_uri: str
     parent_run_id: str
     experiment_path: str
-    statuses: dict[str, str] = field(default_factory=dict)  # Ray trial id -> TERMINATED / ERROR / ...
-    interrupted: bool = False
+    n_trials: int
+    statuses: dict[str, str] = field(default_factory=dict)  # as Ray saved them: trial id -> TERMINATED, ...
     failed_runs: int = 0  # FAILED child runs: errored trials and diverged ones (which end normally for Ray)
 
     @property
     def errored(self) -> list[str]:
         return [t for t, s in self.statuses.items() if s == "ERROR"]
-
-    n_trials: int = 0
 
     @property
     def unfinished(self) -> list[str]:
@@ -53,9 +50,14 @@ class SweepOutcome:
 
     @property
     def remaining(self) -> int:
-        """Trials still to run: unfinished ones and those not created yet."""
-        done = sum(s in ("TERMINATED", "ERROR") for s in self.statuses.values())
+        """Trials still to run: unfinished ones and those not created yet (grid points are created
+        as slots free up)."""
+        done = len(self.statuses) - len(self.unfinished)
         return max(self.n_trials - done, len(self.unfinished))
+
+    @property
+    def interrupted(self) -> bool:
+        return self.remaining > 0
 
     @property
     def exit_code(self) -> int:
@@ -66,7 +68,7 @@ class SweepOutcome:
 
 def storage_root(storage_path: Optional[str]) -> str:
     """An absolute local path or a URI (s3://, gs://, ...): Ray needs one of those."""
-    path = storage_path or os.environ.get("MIXUP_SWEEP_STORAGE") or DEFAULT_STORAGE
+    path = storage_path or DEFAULT_STORAGE
     if "://" in path:
         return path.rstrip("/")
     return os.path.abspath(os.path.expanduser(path))
@@ -88,9 +90,7 @@ def with_absolute_data_root(sweep: Sweep) -> Sweep:
 
 
 def sweep_exists(path: str) -> bool:
-    from ray.tune import Tuner
-
-    return Tuner.can_restore(path)
+    return tune.Tuner.can_restore(path)
 
 
 def start_ray(address: Optional[str]) -> None:
@@ -167,9 +167,7 @@ def saved_statuses(path: str) -> dict[str, str]:
 
 def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
-    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, saved_statuses(path), n_trials=sweep.n_trials)
-    # Trials not created yet (grid points are created as slots free up) count as unfinished too.
-    outcome.interrupted = outcome.remaining > 0
+    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, sweep.n_trials, saved_statuses(path))
     if outcome.interrupted:
         # Trials stopped by Ctrl-C keep RUNNING child runs: mark them KILLED (resume reopens them).
         for trial_id in outcome.unfinished:
@@ -211,19 +209,13 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
     parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)
     print(f"MLflow: experiment {sweep.name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
-    try:
-        start_ray(address)
-        context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
-        tuner = tune.Tuner(
-            _trainable(sweep, context),
-            param_space=search.param_space(sweep),
-            tune_config=search.tune_config(sweep),
-            run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
-        )
-        tuner.fit()
-    except BaseException:
-        client.set_terminated(parent_run_id, status="FAILED")
-        raise
+    context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
+    _fit(client, parent_run_id, address, lambda: tune.Tuner(
+        _trainable(sweep, context),
+        param_space=search.param_space(sweep),
+        tune_config=search.tune_config(sweep),
+        run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
+    ))
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
@@ -248,23 +240,30 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
         )
     parent_run_id = parent.info.run_id
     sweep = validate_sweep(yaml.safe_load(tracking.read_sweep_spec(client, parent_run_id)), f"{name} (spec.yaml of run {parent_run_id})")
-    tracking.set_run_status(client, parent_run_id, "RUNNING")
+    client.update_run(parent_run_id, status="RUNNING")
     print(f"MLflow: resuming experiment {name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
+    context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
+    # Errored trials continue from their last checkpoint (resume_errored), not from scratch.
+    _fit(client, parent_run_id, address, lambda: tune.Tuner.restore(
+        path,
+        trainable=_trainable(sweep, context),
+        resume_unfinished=True,
+        resume_errored=True,
+        restart_errored=False,
+    ))
+    return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
+
+
+def _fit(client, parent_run_id: str, address: Optional[str], make_tuner) -> None:
     try:
         start_ray(address)
-        context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
-        tuner = tune.Tuner.restore(
-            path,
-            trainable=_trainable(sweep, context),
-            resume_unfinished=True,
-            resume_errored=True,
-            restart_errored=False,
-        )
-        tuner.fit()
+        make_tuner().fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable
+        client.set_terminated(parent_run_id, status="KILLED")
+        raise
     except BaseException:
         client.set_terminated(parent_run_id, status="FAILED")
         raise
-    return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
 def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: str, parent_run_id: str):

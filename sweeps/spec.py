@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -21,7 +21,6 @@ where a fluent "active run" would be wrong.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -161,13 +160,6 @@ def read_sweep_spec(client, run_id: str) -> str:
         return Path(local).read_text()
 
 
-def set_run_status(client, run_id: str, status: str) -> None:
-    if status == "RUNNING":
-        client.update_run(run_id, status="RUNNING")
-    else:
-        client.set_terminated(run_id, status=status)
-
-
 def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
     runs = client.search_runs(
         [experiment_id],
@@ -253,6 +245,3 @@ def _last_logged_step(client, run) -> int:
         last = max([last, *steps])
     return last
 
-
-def finite_or_none(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
