@@ -199,6 +199,11 @@ class TrialRun:
         _log_params(client, run.info.run_id, params)
         return cls(client, run.info.run_id, 0)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def log_epoch(self, metrics: dict[str, Any]) -> bool:
         """Log one epoch's metrics at step=epoch, unless that epoch is already logged."""
         from mlflow.entities import Metric

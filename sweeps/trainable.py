@@ -77,6 +77,22 @@ def run_name(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "trial"
 
 
+def placement_tags(device_choice: str) -> dict[str, str]:
+    """Where this attempt runs: the node, the GPUs Ray assigned (it sets CUDA_VISIBLE_DEVICES to them)
+    and the device the trial will train on (`train.device: auto` picks the assigned GPU)."""
+    import ray
+
+    from mixup_core.trial import resolve_device
+
+    context = ray.get_runtime_context()
+    gpus = context.get_accelerator_ids().get("GPU", [])
+    return {
+        "mixup_sweep.node": ray.util.get_node_ip_address(),
+        "mixup_sweep.device": str(resolve_device(device_choice)),
+        "mixup_sweep.gpu_ids": ",".join(map(str, gpus)) or "none",
+    }
+
+
 def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     from mixup_core.checkpoint import latest_checkpoint, read_history
     from mixup_core.trial import run_trial
@@ -92,6 +108,7 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
         run_name(params),
         flatten(cfg.to_dict()),
     )
+    run.set_tags(placement_tags(cfg.train.device))
     # Scratch space on the trial's node; what must survive goes to Ray's storage (checkpoints) and
     # MLflow (metrics, artifacts). Named by trial id: with reused actors the working directory is shared.
     out_dir = Path(os.getcwd()) / f"trial_{trial_id}"

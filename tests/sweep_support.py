@@ -59,10 +59,12 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: Optional[dict[str, str]] = None
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: Optional[dict[str, Optional[str]]] = None
             ) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command() + args, cwd=cwd, env={**user_env(), **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+    """`env`: extra variables; a None value removes one (e.g. CUDA_VISIBLE_DEVICES on a GPU machine)."""
+    merged = {**user_env(), **(env or {})}
+    return subprocess.run(cli_command() + args, cwd=cwd, env={k: v for k, v in merged.items() if v is not None},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

@@ -82,6 +82,7 @@ def test_grid_sweep_creates_parent_and_one_child_run_per_trial(grid_sweep):
     points = set()
     for run in children:
         assert set(run.data.params) == all_keys  # the flattened trial configuration
+        assert run.data.tags["mixup_sweep.device"] == "cpu" and run.data.tags["mixup_sweep.gpu_ids"] == "none"
         p = run.data.params
         points.add((p["mixup.stop_epoch"], p["seed"], p["train.lr"]))
     assert points == {("0", "0", "0.5"), ("0", "1", "0.5"), ("2", "0", "0.5"), ("2", "1", "0.5"),
@@ -250,3 +251,19 @@ def test_failed_trial_restarts_from_its_checkpoint_without_duplicate_steps(tmp_p
     epochs = ray_epochs(tmp_path, "restarted", run.data.tags["mixup_sweep.trial_id"])
     assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 31))  # from a checkpoint
     assert "ActorDiedError" in log  # the restart really happened
+
+
+@pytest.mark.gpu
+def test_fractional_gpu_trials_train_on_the_gpu_ray_assigned(tmp_path):
+    """Two trials share one GPU (resources.gpu 0.5); `train.device: auto` trains on the GPU Ray assigned."""
+    trial = json.loads(json.dumps(TINY_TRIAL))
+    trial["train"]["device"] = "auto"
+    write_spec(tmp_path, tiny_spec("gpu", trial=trial, resources={"cpu": 1, "gpu": 0.5}))
+    res = run_cli(["run", "spec.yaml"], cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": None})
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, children = sweep_runs(client(tmp_path), "gpu")
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mixup_sweep.device"].startswith("cuda")
+        assert run.data.tags["mixup_sweep.gpu_ids"] != "none"
