@@ -1,8 +1,8 @@
 """The Ray Tune function trainable: one trial = one `mixup_core.trial.run_trial` call.
 
 Ray hands the trainable only the values of the varying keys (e.g. {"mixup.stop_epoch": 5, "seed": 1},
-under `grid_point` for grid sweeps);
-the rest of the trial configuration comes from the sweep context bound with `tune.with_parameters`.
+under `grid_point` for grid sweeps); the rest of the trial configuration comes from the sweep context
+bound with `tune.with_parameters`.
 The trial reports to Ray (metrics + checkpoint, for the scheduler, the searcher and restarts) and
 to its MLflow child run. On a GPU node Ray sets CUDA_VISIBLE_DEVICES, and `train.device: auto`
 picks the GPU Ray assigned.
