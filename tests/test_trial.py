@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mixup_core.checkpoint import list_checkpoints, load_checkpoint
 from mixup_core.config import validate_trial_config
@@ -116,17 +117,25 @@ def test_kill_9_at_a_random_moment_then_resume_matches(tmp_path):
     assert without_timing(read_jsonl(killed / "metrics.jsonl")) == without_timing(read_jsonl(full / "metrics.jsonl"))
 
 
+# A regime where a huge step overflows to inf within two epochs, and inf - inf gives a NaN loss.
+EXPLODING = {
+    "seed": 3,
+    "data": {"name": "feature_noise", "n_train": 300, "dim": 50, "rare_fraction": 0.1, "feature_noise": 0.3},
+    "model": {"name": "two_layer_cnn", "width": 10, "init_std": 0.01},
+    "train": {"lr": 1.0e36, "momentum": 0.9, "epochs": 4, "batch_size": 128, "device": "cpu"},
+    "mixup": {"stop_epoch": 0},
+}
+
+
 def test_nan_loss_stops_the_trial_and_says_where(tmp_path):
-    # momentum and the default data make the huge step overflow to inf, and inf - inf is NaN
-    cfg = validate_trial_config({"seed": 3, "train": {"lr": 1.0e36, "epochs": 4, "device": "cpu"},
-                                 "mixup": {"stop_epoch": 0}})
-    summary = run_trial(cfg, tmp_path)
+    summary = run_trial(validate_trial_config(EXPLODING), tmp_path / "api")
     assert summary["status"] == "diverged"
     assert summary["error"].startswith("diverged at epoch ")
-    stored = json.loads((tmp_path / "summary.json").read_text())
+    stored = json.loads((tmp_path / "api" / "summary.json").read_text())
     assert stored["error"] == summary["error"]
-    res = subprocess.run([sys.executable, "-m", "mixup_core.cli", "feature_noise", "--quiet", "--out",
-                          str(tmp_path / "cli"), "--set", "train.lr=1e36", "--set", "train.epochs=3"],
-                         capture_output=True, text=True)
+    config = tmp_path / "exploding.yaml"
+    config.write_text(yaml.safe_dump(EXPLODING))
+    res = subprocess.run([sys.executable, "-m", "mixup_core.cli", str(config), "--quiet", "--out",
+                          str(tmp_path / "cli")], capture_output=True, text=True)
     assert res.returncode == 1
     assert "diverged at epoch" in res.stdout
