@@ -68,6 +68,14 @@ def _after_sweep(outcome) -> int:
     return outcome.exit_code
 
 
+def _keep_embedded_ray_on_loopback(address: Optional[str]) -> None:
+    """An embedded Ray (no --address, no $RAY_ADDRESS) serves this machine only: Ray's single-node
+    mode (named for macOS/Windows, where it is the default) binds its servers to 127.0.0.1 instead
+    of every interface. Read when ray is imported, so set before that."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import tracking
     from .plan import describe
@@ -80,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         print(describe(sweep))
         return 0
     tracking.resolve_tracking(args.tracking_uri)  # a bad URI fails here, before Ray is imported
+    _keep_embedded_ray_on_loopback(args.address)
     from .runner import run_sweep
 
     return _after_sweep(run_sweep(sweep, args.address, args.tracking_uri, args.storage_path))
@@ -89,6 +98,7 @@ def _resume(args: argparse.Namespace) -> int:
     from . import tracking
 
     tracking.resolve_tracking(args.tracking_uri)
+    _keep_embedded_ray_on_loopback(args.address)
     from .runner import resume_sweep
 
     return _after_sweep(resume_sweep(args.name, args.address, args.tracking_uri, args.storage_path))

@@ -102,9 +102,9 @@ def start_ray(address: Optional[str]) -> None:
     if address:
         ray.init(address=address)
     else:
-        # A new embedded single-node Ray on loopback. address="local": never attach to a cluster that
-        # `ray start` left registered on this machine (a stale one makes ray.init() hang).
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+        # A new embedded single-node Ray (on loopback: see cli.py). address="local": never attach to a
+        # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
+        ray.init(address="local", include_dashboard=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def test_grid_sweep_creates_parent_and_one_child_run_per_trial(grid_sweep):
     for run in children:
         assert set(run.data.params) == all_keys  # the flattened trial configuration
         assert run.data.tags["mixup_sweep.device"] == "cpu" and run.data.tags["mixup_sweep.gpu_ids"] == "none"
+        assert run.data.tags["mixup_sweep.node"] == "127.0.0.1"  # the embedded Ray stays on loopback
         p = run.data.params
         points.add((p["mixup.stop_epoch"], p["seed"], p["train.lr"]))
     assert points == {("0", "0", "0.5"), ("0", "1", "0.5"), ("2", "0", "0.5"), ("2", "1", "0.5"),
