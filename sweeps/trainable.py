@@ -88,6 +88,7 @@ def placement_tags(device_choice: str) -> dict[str, str]:
     gpus = context.get_accelerator_ids().get("GPU", [])
     return {
         "mixup_sweep.node": ray.util.get_node_ip_address(),
+        "mixup_sweep.node_id": context.get_node_id(),
         "mixup_sweep.device": str(resolve_device(device_choice)),
         "mixup_sweep.gpu_ids": ",".join(map(str, gpus)) or "none",
     }
