@@ -76,8 +76,17 @@ def _keep_embedded_ray_on_loopback(address: Optional[str]) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+def _preflight(args: argparse.Namespace) -> None:
+    """Tracking URI and Ray address well formed and reachable (short timeouts), before anything is created."""
+    from . import preflight, tracking
+
+    target = tracking.resolve_tracking(args.tracking_uri)
+    preflight.check_tracking_uri(target.uri, "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI")
+    preflight.check_ray_address(args.address)
+    preflight.check_storage_path(args.storage_path)
+
+
 def _run(args: argparse.Namespace) -> int:
-    from . import tracking
     from .plan import describe
     from .spec import load_sweep
 
@@ -87,7 +96,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(sweep))
         return 0
-    tracking.resolve_tracking(args.tracking_uri)  # a bad URI fails here, before Ray is imported
+    _preflight(args)  # a bad URI or address fails here, before anything is created or Ray imported
+    from .preflight import check_trial_data
+
+    check_trial_data(sweep, args.address)
     _keep_embedded_ray_on_loopback(args.address)
     from .runner import run_sweep
 
@@ -95,9 +107,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from . import tracking
-
-    tracking.resolve_tracking(args.tracking_uri)
+    _preflight(args)
     _keep_embedded_ray_on_loopback(args.address)
     from .runner import resume_sweep
 
@@ -105,10 +115,11 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from . import tracking
+    from . import preflight, tracking
     from .selection import run_best
 
     uri = tracking.resolve_tracking(args.tracking_uri).uri  # the same default store as run/resume
+    preflight.check_tracking_uri(uri, "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI")
     return run_best(args.name, uri, args.json, args.run_id, metric=args.metric)
 
 
