@@ -56,4 +56,38 @@ def describe(sweep: Sweep) -> str:
     lines += ["", *_table(rows, ["#", *keys, "epochs"])]
     bound = "at most " if spec.scheduler is not None else ""
     lines.append(f"total: {len(points)} trials, {bound}{total} epochs")
+    lines += _sharing_lines(sweep, total, bound)
     return "\n".join(lines)
+
+
+def _sharing_lines(sweep: Sweep, independent: int, bound: str) -> list[str]:
+    """The cost with and without Mixup-prefix sharing (share_prefix; see branching.py)."""
+    from .branching import STOP_KEY, plan_cost, plan_trials, sharing_applies
+
+    if STOP_KEY not in sweep.grid_keys:
+        return []
+    if not sweep.spec.share_prefix:
+        return [f"share_prefix: false (with sharing: {bound}{plan_cost(plan_trials_shared(sweep))} epochs; "
+                f"without: {bound}{independent} epochs)"]
+    plan = plan_trials(sweep)
+    shared = plan_cost(plan)
+    trunks = [t for t in plan if t.kind == "trunk"]
+    branches = sum(t.kind == "branch" for t in plan)
+    if not sharing_applies(sweep) or not trunks:
+        return [f"share_prefix: no trials share a Mixup prefix here ({bound}{independent} epochs)"]
+    extra = sum(not t.is_user_trial for t in trunks)
+    saved = 1 - shared / independent if independent else 0.0
+    return [
+        f"share_prefix: {len(trunks)} Mixup trunk(s) ({extra} not in the grid), {branches} branch(es) "
+        f"start from a trunk checkpoint",
+        f"epochs with sharing: {bound}{shared}; without: {bound}{independent} ({saved:.0%} saved)",
+    ]
+
+
+def plan_trials_shared(sweep: Sweep):
+    import dataclasses
+
+    from .branching import plan_trials
+
+    shared_spec = sweep.spec.model_copy(update={"share_prefix": True})
+    return plan_trials(dataclasses.replace(sweep, spec=shared_spec))

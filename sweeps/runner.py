@@ -23,6 +23,7 @@ from ray import tune
 from mixup_core.config import ConfigError
 
 from . import search, tracking
+from .branching import ignored_note as ignored_share_note
 from .spec import Sweep, metric_available, validate_sweep
 from .trainable import SweepContext, train_trial
 
@@ -167,7 +168,8 @@ def saved_statuses(path: str) -> dict[str, str]:
 
 def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
-    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, sweep.n_trials, saved_statuses(path))
+    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, search.ray_trial_count(sweep),
+                           saved_statuses(path))
     if outcome.interrupted:
         # Trials stopped by Ctrl-C keep RUNNING child runs: mark them KILLED (resume reopens them).
         for trial_id in outcome.unfinished:
@@ -209,11 +211,14 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
     parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)
     print(f"MLflow: experiment {sweep.name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
+    note = ignored_share_note(sweep)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
     _fit(client, parent_run_id, address, lambda: tune.Tuner(
         _trainable(sweep, context),
         param_space=search.param_space(sweep),
-        tune_config=search.tune_config(sweep),
+        tune_config=search.tune_config(sweep, branch_root=f"{path}/branch_points"),
         run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
     ))
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)

@@ -2,6 +2,8 @@
 
 Grid only: one `tune.grid_search` over the explicit grid points (see `Sweep.grid_points`), under the
 config key `grid_point`: the same trials, in the same order, as `--dry-run` lists, also for a list of grids.
+With prefix sharing (branching.py): a `BranchingSearcher` suggests the same grid points (plus trunks)
+under the same `grid_point` key, branches once their trunk's checkpoint exists.
 With `optuna`: Ray's `OptunaSearch` (TPE, seeded) owns the whole space. Ray refuses a `grid_search`
 next to a searcher with its own space, so grid keys become categorical dimensions: Optuna picks among
 their values; `n_trials` is the total number of trials.
@@ -14,6 +16,7 @@ from typing import Any, Optional
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from .branching import BranchingSearcher, plan_trials, sharing_applies
 from .spec import SearchDimension, Sweep
 from .trainable import GRID_POINT, PLANNED_EPOCHS
 
@@ -79,7 +82,7 @@ def make_scheduler(sweep: Sweep):
 
 
 def param_space(sweep: Sweep) -> dict[str, Any]:
-    if sweep.spec.optuna is not None:
+    if sweep.spec.optuna is not None or sharing_applies(sweep):
         return {}  # the searcher owns the space
     return {GRID_POINT: tune.grid_search(sweep.grid_points())}
 
@@ -95,14 +98,26 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def tune_config(sweep: Sweep) -> tune.TuneConfig:
+def ray_trial_count(sweep: Sweep) -> int:
+    """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks)."""
+    return len(plan_trials(sweep)) if sharing_applies(sweep) else sweep.n_trials
+
+
+def tune_config(sweep: Sweep, branch_root: Optional[str] = None) -> tune.TuneConfig:
+    """`branch_root`: where trunks leave their branch points (the experiment's branch_points/)."""
     searcher: Optional[Any] = make_searcher(sweep)
+    num_samples = sweep.spec.optuna.n_trials if sweep.spec.optuna else 1
+    if sharing_applies(sweep):
+        assert branch_root is not None
+        plan = plan_trials(sweep)
+        searcher = BranchingSearcher(plan, branch_root, sweep.spec.metric, sweep.spec.mode)
+        num_samples = len(plan)
     return tune.TuneConfig(
         metric=sweep.spec.metric,
         mode=sweep.spec.mode,
         search_alg=searcher,
         scheduler=make_scheduler(sweep),
-        num_samples=sweep.spec.optuna.n_trials if sweep.spec.optuna else 1,
+        num_samples=num_samples,
         max_concurrent_trials=sweep.spec.max_concurrent,
         # Reused worker processes keep torch/MLflow imported: on small trials that start-up dominates.
         reuse_actors=True,

@@ -98,6 +98,8 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     from mixup_core.checkpoint import latest_checkpoint, read_history
     from mixup_core.trial import run_trial
 
+    from .branching import make_reporter, shared_run_name, tag_shared_run
+
     params = trial_params(config)
     cfg = context.sweep().trial_config(params)
     trial_id = tune.get_context().get_trial_id()
@@ -106,16 +108,17 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
         context.experiment_id,
         context.parent_run_id,
         trial_id,
-        run_name(params),
+        shared_run_name(config, run_name(params)),
         flatten(cfg.to_dict()),
     )
     run.set_tags(placement_tags(cfg.train.device))
+    tag_shared_run(run, config, context.experiment_id, context.parent_run_id)  # trunks and branches
     # Scratch space on the trial's node; what must survive goes to Ray's storage (checkpoints) and
     # MLflow (metrics, artifacts). Named by trial id: with reused actors the working directory is shared.
     out_dir = Path(os.getcwd()) / f"trial_{trial_id}"
     try:
         with contextlib.ExitStack() as stack:
-            reporter = RayReporter(run, stack, cfg.train.epochs)
+            reporter = make_reporter(config, run, stack, cfg.train.epochs)
             summary = run_trial(cfg, out_dir, reporter)
     except Exception as e:  # recorded, then re-raised for Ray's retry logic
         run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)

@@ -1,0 +1,327 @@
+"""Prefix sharing (`share_prefix: true`): grid trials that differ only in `mixup.stop_epoch` branch from
+one Mixup trunk instead of each retraining the same Mixup prefix.
+
+A group = the grid points equal in everything but `mixup.stop_epoch`. Its **trunk** trains with Mixup
+throughout (stop_epoch null: it *is* the group's null trial when the grid has one; otherwise an extra
+run tagged `mixup_sweep.role=trunk`, which `best` ignores). Each **branch** (stop_epoch E > 0) restores
+the trunk's checkpoint at epoch E and trains without Mixup to T. That is exact: the checkpoint holds
+the model, optimiser and every generator, the schedule is a pure function of progress, and for the
+first E epochs a stop_epoch=E trial and the trunk do the same thing. stop_epoch 0 shares nothing and
+runs on its own. Cost per group: T + sum(T - E) epochs instead of T per trial; a group is shared only
+when that is cheaper.
+
+Everything runs as Ray Tune trials (resources, concurrency, restarts and `resume` as usual):
+  * `BranchingSearcher` suggests trunks first, then stop_epoch-0 trials and branches; a branch only once
+    its branch point exists (the trunk reported epoch >= E, or the point is found on storage after a
+    resume). Its state is saved with the experiment, so `resume` suggests nothing twice.
+  * The trunk copies its checkpoint at each branch epoch to
+    `{experiment}/branch_points/{group}/epoch_EEEE/` (pyarrow.fs: a local path or s3://...) and then
+    writes `_COMPLETE`, all *before* reporting that epoch to Ray. A point that is complete is never
+    rewritten (a restarted trunk would write identical bytes anyway), so a branch never reads a
+    half-written one.
+  * A branch restores its own Ray checkpoint when it has one (a restarted branch), else its branch
+    point. Its MLflow run first logs the inherited epochs 1..E from the checkpoint's history, so every
+    curve is complete, and is tagged `mixup_sweep.branched_from` (the trunk's run id) and
+    `mixup_sweep.branch_epoch`.
+  * A trunk that fails for good (restarts exhausted) turns its waiting branches into ordinary trials.
+Optuna sweeps do not share (Optuna picks stop_epochs one trial at a time): `share_prefix` is ignored there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from ray.tune.search import Searcher
+
+from .spec import Sweep
+from .tracking import ROLE_TAG, find_trial_run
+from .trainable import GRID_POINT, RayReporter
+
+SHARE_KEY = "share"  # Ray config key of trunks and branches: {"role", "group", ...}
+STOP_KEY = "mixup.stop_epoch"
+COMPLETE_MARKER = "_COMPLETE"
+BRANCHED_FROM_TAG = "mixup_sweep.branched_from"
+BRANCH_EPOCH_TAG = "mixup_sweep.branch_epoch"
+GROUP_TAG = "mixup_sweep.share_group"
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: which Ray trials a sweep runs, and what they cost
+
+
+@dataclass
+class PlannedTrial:
+    kind: str  # single | trunk | branch
+    point: dict[str, Any]  # grid point (the trunk's has stop_epoch null)
+    epochs: int  # epochs this trial trains
+    group: Optional[str] = None
+    epoch: Optional[int] = None  # branch: the epoch it starts from
+    branch_epochs: list[int] = field(default_factory=list)  # trunk: where branches start
+    is_user_trial: bool = True  # False for a trunk the grid does not contain
+
+    def share(self) -> Optional[dict[str, Any]]:
+        if self.kind == "single":
+            return None
+        if self.kind == "trunk":
+            return {"role": "trunk", "group": self.group, "branch_epochs": list(self.branch_epochs),
+                    "is_user_trial": self.is_user_trial}
+        return {"role": "branch", "group": self.group, "epoch": self.epoch}
+
+
+def sharing_applies(sweep: Sweep) -> bool:
+    return bool(sweep.spec.share_prefix and sweep.spec.optuna is None and STOP_KEY in sweep.grid_keys)
+
+
+def ignored_note(sweep: Sweep) -> Optional[str]:
+    """Why share_prefix does nothing for an Optuna sweep that varies stop_epoch (None otherwise)."""
+    if sweep.spec.share_prefix and sweep.spec.optuna is not None and (
+            STOP_KEY in sweep.grid_keys or STOP_KEY in sweep.spec.optuna.space):
+        return ("share_prefix is ignored with optuna (Optuna picks stop_epochs one trial at a time); "
+                "use a grid over mixup.stop_epoch to share Mixup prefixes")
+    return None
+
+
+def _group_id(point: dict[str, Any]) -> str:
+    rest = {k: v for k, v in point.items() if k != STOP_KEY}
+    return "g" + hashlib.sha1(yaml.safe_dump(rest, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def independent_plan(sweep: Sweep) -> list[PlannedTrial]:
+    return [PlannedTrial("single", p, sweep.trial_config(p).train.epochs) for p in sweep.grid_points()]
+
+
+def plan_trials(sweep: Sweep) -> list[PlannedTrial]:
+    """The Ray trials of a grid sweep: trunks first (in grid order), then everything else in grid order."""
+    singles = independent_plan(sweep)
+    if not sharing_applies(sweep):
+        return singles
+    groups: dict[str, list[PlannedTrial]] = {}
+    for t in singles:
+        groups.setdefault(_group_id(t.point), []).append(t)
+    trunks: list[PlannedTrial] = []
+    shared: dict[int, PlannedTrial] = {}  # id(single) -> its replacement
+    for gid, members in groups.items():
+        T = members[0].epochs
+        stops = [m.point[STOP_KEY] for m in members]
+        branches = [m for m in members if m.point[STOP_KEY] is not None and m.point[STOP_KEY] > 0]
+        null = next((m for m in members if m.point[STOP_KEY] is None), None)
+        with_sharing = T + sum(T - m.point[STOP_KEY] for m in branches)
+        without = T * (len(branches) + (null is not None))
+        if not branches or with_sharing >= without or len(set(stops)) != len(stops):
+            continue
+        trunk_point = {**(null.point if null else members[0].point), STOP_KEY: None}
+        epochs = sorted({m.point[STOP_KEY] for m in branches})
+        trunk = PlannedTrial("trunk", trunk_point, T, gid, None, epochs, is_user_trial=null is not None)
+        trunks.append(trunk)
+        if null is not None:
+            shared[id(null)] = trunk
+        for m in branches:
+            shared[id(m)] = PlannedTrial("branch", m.point, T - m.point[STOP_KEY], gid, m.point[STOP_KEY])
+    rest = [shared.get(id(t), t) for t in singles]
+    return trunks + [t for t in rest if t.kind != "trunk"]
+
+
+def plan_cost(plan: list[PlannedTrial]) -> int:
+    return sum(t.epochs for t in plan)
+
+
+def ray_config(t: PlannedTrial) -> dict[str, Any]:
+    share = t.share()
+    return {GRID_POINT: dict(t.point), **({SHARE_KEY: share} if share else {})}
+
+
+# ---------------------------------------------------------------------------------------------
+# Branch points on storage (local path or URI)
+
+
+def branch_point_uri(root: str, group: str, epoch: int) -> str:
+    return f"{root.rstrip('/')}/{group}/epoch_{epoch:04d}"
+
+
+def _fs(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def branch_point_exists(root: str, group: str, epoch: int) -> bool:
+    import pyarrow.fs
+
+    fs, path = _fs(branch_point_uri(root, group, epoch))
+    return fs.get_file_info(f"{path}/{COMPLETE_MARKER}").type == pyarrow.fs.FileType.File
+
+
+def write_branch_point(checkpoint_dir: Path, root: str, group: str, epoch: int) -> None:
+    """Copy the trunk's checkpoint, then mark it complete. Never rewrites a complete point."""
+    import pyarrow.fs
+
+    if branch_point_exists(root, group, epoch):
+        return
+    fs, path = _fs(branch_point_uri(root, group, epoch))
+    fs.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(str(checkpoint_dir), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=fs)
+    with fs.open_output_stream(f"{path}/{COMPLETE_MARKER}") as out:
+        out.write(b"")
+
+
+def local_branch_point(root: str, group: str, epoch: int, stack: contextlib.ExitStack) -> Path:
+    """The branch point as a local directory (downloaded to a temp dir, kept until `stack` closes)."""
+    import pyarrow.fs
+
+    fs, path = _fs(branch_point_uri(root, group, epoch))
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        return Path(path)
+    local = stack.enter_context(tempfile.TemporaryDirectory(prefix="branch_point_"))
+    pyarrow.fs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return Path(local)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side: the searcher
+
+
+class BranchingSearcher(Searcher):
+    """Suggests the planned trials: trunks first; a branch once its branch point exists."""
+
+    FS_POLL_S = 1.0
+
+    def __init__(self, plan: list[PlannedTrial], branch_root: str, metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.plan = plan
+        self.branch_root = branch_root
+        self.suggested: dict[int, str] = {}  # plan index -> Ray trial id
+        self.trunk_trials: dict[str, str] = {}  # group -> trunk trial id
+        self.trunk_epoch: dict[str, int] = {}  # group -> largest epoch the trunk reported
+        self.orphaned: set[str] = set()  # groups whose trunk failed for good
+        self._last_poll = 0.0
+
+    def _ready(self, t: PlannedTrial) -> bool:
+        if t.group in self.orphaned or self.trunk_epoch.get(t.group, 0) >= t.epoch:
+            return True
+        if t.group not in self.trunk_trials:
+            return False
+        # After a resume the trunk may have finished already (no more results): look on storage.
+        now = time.monotonic()
+        if now - self._last_poll < self.FS_POLL_S:
+            return False
+        self._last_poll = now
+        if branch_point_exists(self.branch_root, t.group, t.epoch):
+            self.trunk_epoch[t.group] = max(self.trunk_epoch.get(t.group, 0), t.epoch)
+            return True
+        return False
+
+    def _pick(self) -> Optional[int]:
+        pending = [i for i in range(len(self.plan)) if i not in self.suggested]
+        for kinds in (("trunk",), ("branch",), ("single",)):
+            for i in pending:
+                t = self.plan[i]
+                if t.kind in kinds and (t.kind != "branch" or self._ready(t)):
+                    return i
+        return None
+
+    def suggest(self, trial_id: str):
+        if len(self.suggested) == len(self.plan):
+            return Searcher.FINISHED
+        i = self._pick()
+        if i is None:
+            return None  # branches wait for their trunk
+        t = self.plan[i]
+        self.suggested[i] = trial_id
+        config = ray_config(t)
+        if t.kind == "trunk":
+            self.trunk_trials[t.group] = trial_id
+            config[SHARE_KEY]["root"] = self.branch_root
+        elif t.kind == "branch":
+            if t.group in self.orphaned and not branch_point_exists(self.branch_root, t.group, t.epoch):
+                del config[SHARE_KEY]  # no trunk to branch from: train from scratch (same result)
+            else:
+                config[SHARE_KEY].update(root=self.branch_root, trunk_trial_id=self.trunk_trials[t.group])
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        for group, tid in self.trunk_trials.items():
+            if tid == trial_id and "epoch" in result:
+                self.trunk_epoch[group] = max(self.trunk_epoch.get(group, 0), int(result["epoch"]))
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if error:
+            self.orphaned.update(g for g, tid in self.trunk_trials.items() if tid == trial_id)
+
+    def get_state(self) -> dict:
+        return {k: getattr(self, k) for k in ("suggested", "trunk_trials", "trunk_epoch", "orphaned")}
+
+    def set_state(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trial side
+
+
+class BranchingReporter(RayReporter):
+    """A trunk writes branch points before reporting those epochs; a branch starts from its point and
+    logs the inherited history to MLflow first."""
+
+    def __init__(self, run, stack: contextlib.ExitStack, planned_epochs: int, share: dict[str, Any]):
+        super().__init__(run, stack, planned_epochs)
+        self.share = share
+
+    def checkpoint_to_restore(self) -> Optional[Path]:
+        from mixup_core.checkpoint import read_history
+
+        path = super().checkpoint_to_restore()
+        if path is None and self.share["role"] == "branch":
+            path = local_branch_point(self.share["root"], self.share["group"], self.share["epoch"], self._stack)
+        if path is not None and self.share["role"] == "branch":
+            for row in read_history(path / "metrics.jsonl"):  # epochs already logged are skipped
+                self.run.log_epoch(row)
+        return path
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        if self.share["role"] == "trunk" and int(metrics["epoch"]) in self.share["branch_epochs"]:
+            write_branch_point(checkpoint_dir, self.share["root"], self.share["group"], int(metrics["epoch"]))
+        super().report(metrics, checkpoint_dir)
+
+
+def shared_run_name(config: dict[str, Any], name: str) -> str:
+    share = config.get(SHARE_KEY)
+    if share and share["role"] == "trunk" and not share["is_user_trial"]:
+        return f"trunk: {name}"
+    return name
+
+
+def tag_shared_run(run, config: dict[str, Any], experiment_id: str, parent_run_id: str) -> None:
+    share = config.get(SHARE_KEY)
+    if not share:
+        return
+    tags = {GROUP_TAG: share["group"]}
+    if share["role"] == "trunk" and not share["is_user_trial"]:
+        tags[ROLE_TAG] = "trunk"  # not a trial of the grid: `best` ignores it
+    if share["role"] == "branch":
+        trunk = find_trial_run(run.client, experiment_id, parent_run_id, share["trunk_trial_id"])
+        tags[BRANCHED_FROM_TAG] = trunk.info.run_id if trunk is not None else "unknown"
+        tags[BRANCH_EPOCH_TAG] = str(share["epoch"])
+    run.set_tags(tags)
+
+
+def make_reporter(config: dict[str, Any], run, stack: contextlib.ExitStack, planned_epochs: int) -> RayReporter:
+    share = config.get(SHARE_KEY)
+    return BranchingReporter(run, stack, planned_epochs, share) if share else RayReporter(run, stack, planned_epochs)
