@@ -1,0 +1,213 @@
+"""Bad input across every entry point, as a user meets it (the console scripts in a fresh working
+directory): sweep specs, trial configs, CLI flags, npz data files, checkpoints, tracking URIs and Ray
+addresses. Each case: exit code 2, one line that names the problem and what to do, no traceback, and
+nothing created: the directory holds exactly the inputs the test wrote, byte for byte, and an MLflow
+server named in the command holds nothing new.
+
+Spec validation itself is covered case by case in test_sweep_cli_errors.py; mixup-train's --set
+errors in test_train_cli.py. These cases are the ones those do not reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from fault_support import MlflowServer
+from sweep_support import cli_command, tiny_spec, user_env, write_spec
+
+TRAIN = [sys.executable, "-m", "mixup_core.cli"]
+UNREACHABLE = "http://127.0.0.1:1"
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs the cases write
+
+
+def spec(**keys) -> Callable[[Path], None]:
+    return lambda d: write_spec(d, tiny_spec("bad", **keys))
+
+
+def npz(filename: str = "data.npz", **arrays) -> Callable[[Path], None]:
+    def write(d: Path) -> None:
+        base = {"x_train": np.zeros((10, 8, 8, 3), np.uint8), "y_train": np.arange(10) % 2,
+                "x_test": np.zeros((4, 8, 8, 3), np.uint8), "y_test": np.arange(4) % 2}
+        base.update(arrays)
+        np.savez(d / filename, **{k: v for k, v in base.items() if v is not None})
+    return write
+
+
+def both(*writers) -> Callable[[Path], None]:
+    def write(d: Path) -> None:
+        for w in writers:
+            w(d)
+    return write
+
+
+def text(filename: str, content: str | bytes) -> Callable[[Path], None]:
+    def write(d: Path) -> None:
+        path = d / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return write
+
+
+def checkpoint(state: Optional[dict] = None, truncate: bool = False, raw: Optional[bytes] = None):
+    """out/checkpoints/epoch_0001/state.pt: a real torch file (cut short if `truncate`) or raw bytes."""
+    def write(d: Path) -> None:
+        folder = d / "out" / "checkpoints" / "epoch_0001"
+        folder.mkdir(parents=True)
+        path = folder / "state.pt"
+        if raw is not None:
+            path.write_bytes(raw)
+            return
+        torch.save(state, path)
+        if truncate:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+    return write
+
+
+NPZ_SWEEP = ["--set", "trial.data.name=npz", "--set", "trial.data.root=data.npz", "--set", "trial.model.name=resnet18"]
+NPZ_TRAIN = ["--set", "data.name=npz", "--set", "data.root=data.npz", "--set", "model.name=resnet18", "--quiet"]
+A_STATE = {"model": {"w": torch.zeros(64, 64)}, "epoch": 1, "optimizer": {}}
+
+# (id, program, args, inputs, extra env, words the one-line message must contain)
+CASES = [
+    # Ray addresses
+    ("address-unreachable", "sweep", ["run", "spec.yaml", "--address", "127.0.0.1:1"], spec(), {},
+     ["--address 127.0.0.1:1", "no Ray cluster answers", "cluster/local-cluster up"]),
+    ("address-malformed", "sweep", ["run", "spec.yaml", "--address", "foo"], spec(), {},
+     ["--address foo", "not a Ray address", "HOST:PORT"]),
+    ("address-bad-port", "sweep", ["run", "spec.yaml", "--address", "127.0.0.1:99999"], spec(), {},
+     ["--address 127.0.0.1:99999", "not a Ray address"]),
+    ("address-http-scheme", "sweep", ["run", "spec.yaml", "--address", "http://127.0.0.1:8265"], spec(), {},
+     ["not a Ray address", "ray://HOST:10001"]),
+    ("address-ray-client-unreachable", "sweep", ["resume", "bad", "--address", "ray://127.0.0.1:1"], None, {},
+     ["--address ray://127.0.0.1:1", "no Ray cluster answers"]),
+    ("address-env-unreachable", "sweep", ["run", "spec.yaml"], spec(), {"RAY_ADDRESS": "127.0.0.1:1"},
+     ["$RAY_ADDRESS 127.0.0.1:1", "no Ray cluster answers"]),
+    ("address-unreachable-server-tracking", "sweep",
+     ["run", "spec.yaml", "--address", "127.0.0.1:1", "--tracking-uri", "{server}"], spec(), {},
+     ["--address 127.0.0.1:1", "no Ray cluster answers"]),
+    # tracking URIs
+    ("tracking-unreachable", "sweep", ["run", "spec.yaml", "--tracking-uri", UNREACHABLE], spec(), {},
+     [f"--tracking-uri {UNREACHABLE}", "no MLflow server answers", "mlflow server --host 127.0.0.1"]),
+    ("tracking-nonsense-scheme", "sweep", ["run", "spec.yaml", "--tracking-uri", "nonsense://x"], spec(), {},
+     ["--tracking-uri nonsense://x", "not an MLflow tracking URI", "sqlite:///PATH.db"]),
+    ("tracking-env-unreachable", "sweep", ["run", "spec.yaml"], spec(), {"MLFLOW_TRACKING_URI": UNREACHABLE},
+     [f"$MLFLOW_TRACKING_URI {UNREACHABLE}", "no MLflow server answers"]),
+    ("tracking-unreachable-resume", "sweep", ["resume", "bad", "--tracking-uri", UNREACHABLE], None, {},
+     ["no MLflow server answers"]),
+    ("tracking-unreachable-best", "sweep", ["best", "bad", "--tracking-uri", UNREACHABLE], None, {},
+     ["no MLflow server answers"]),
+    ("tracking-nonsense-best", "sweep", ["best", "bad", "--tracking-uri", "nonsense://x"], None, {},
+     ["not an MLflow tracking URI"]),
+    ("tracking-sqlite-two-slashes", "sweep", ["run", "spec.yaml", "--tracking-uri", "sqlite://x.db"], spec(), {},
+     ["--tracking-uri sqlite://x.db", "sqlite:///relative.db"]),
+    ("best-no-store", "sweep", ["best", "bad"], None, {}, ["no MLflow database", "run a sweep first"]),
+    ("resume-unknown-on-server", "sweep", ["resume", "never", "--tracking-uri", "{server}"], None, {},
+     ["no sweep 'never' to resume"]),
+    # storage
+    ("storage-uncreatable", "sweep", ["run", "spec.yaml", "--storage-path", "/proc/nope"], spec(), {},
+     ["--storage-path /proc/nope", "cannot create", "writable directory"]),
+    ("storage-is-a-file", "sweep", ["run", "spec.yaml", "--storage-path", "spec.yaml"], spec(), {},
+     ["--storage-path spec.yaml", "is not a directory"]),
+    # specs and trial configs in specs
+    ("spec-trial-bad-value", "sweep", ["run", "spec.yaml"],
+     spec(trial={**tiny_spec("x")["trial"], "mixup": {"alpha": "high"}}), {}, ["mixup.alpha", "high"]),
+    ("spec-is-a-folder", "sweep", ["run", "specs"], text("specs/keep", ""), {}, ["specs"]),
+    ("spec-unknown-flag", "sweep", ["run", "spec.yaml", "--adress", "127.0.0.1:1"], spec(), {},
+     ["unrecognized arguments: --adress"]),
+    # npz data files, through a sweep (checked on the driver) and mixup-train
+    ("sweep-npz-missing", "sweep", ["run", "spec.yaml", *NPZ_SWEEP], spec(), {},
+     ["trial.data.root", "data.npz: no such file"]),
+    ("sweep-npz-label-out-of-range", "sweep", ["run", "spec.yaml", *NPZ_SWEEP],
+     both(spec(), npz(y_train=np.arange(10) * 100)), {}, ["trial.data.root", "out of range", "0..K-1"]),
+    ("train-npz-wrong-shape", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(x_train=np.zeros((10, 8), np.uint8)), {}, ["x_train has shape (10, 8)", "N,H,W,C"]),
+    ("train-npz-negative-label", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(y_test=np.full(4, -1)), {}, ["y_test has negative label -1", "0..K-1"]),
+    ("train-npz-label-out-of-range", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(y_test=np.full(4, 99)), {}, ["largest label 99 is out of range", "re-map"]),
+    ("train-npz-empty", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(x_train=np.zeros((0, 8, 8, 3), np.uint8), y_train=np.zeros(0, np.int64)), {},
+     ["x_train is empty", "at least one image"]),
+    ("train-npz-label-count-mismatch", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(y_train=np.zeros(7, np.int64)), {}, ["7 labels but there are 10 images"]),
+    ("train-npz-missing-array", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(y_train=None), {}, ["missing array(s) y_train", "x_train, y_train, x_test, y_test"]),
+    ("train-npz-not-a-zip", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     text("data.npz", "not numpy at all"), {}, ["data.npz"]),
+    # trial config files and flags of mixup-train
+    ("train-config-unknown-key", "train", ["cfg.yaml", "--out", "out"],
+     text("cfg.yaml", yaml.safe_dump({"train": {"epoch": 3}})), {}, ["unknown key 'train.epoch'", "epochs"]),
+    ("train-config-not-a-mapping", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", "- 1\n- 2\n"), {},
+     ["cfg.yaml"]),
+    ("train-out-is-a-file", "train", ["feature_noise", "--out", "cfg.yaml"], text("cfg.yaml", "seed: 0\n"), {},
+     ["--out cfg.yaml", "not a directory"]),
+    ("train-no-gpu", "train", ["feature_noise", "--out", "out", "--set", "train.device=cuda"], None, {},
+     ["train.device=cuda", "no CUDA device", "auto or cpu"]),
+    # checkpoints for mixup-train --resume
+    ("checkpoint-truncated", "train", ["feature_noise", "--out", "out", "--resume"], checkpoint(A_STATE, truncate=True),
+     {}, ["state.pt: cannot be loaded as a checkpoint", "truncated", "delete it"]),
+    ("checkpoint-not-torch", "train", ["feature_noise", "--out", "out", "--resume"],
+     checkpoint(raw=b"this is not a checkpoint"), {}, ["state.pt: cannot be loaded as a checkpoint"]),
+    ("checkpoint-foreign-dict", "train", ["feature_noise", "--out", "out", "--resume"], checkpoint({"weights": 1}),
+     {}, ["not a mixup_core checkpoint", "model/epoch"]),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = MlflowServer(tmp_path_factory.mktemp("bad_input_server")).start()
+    yield srv
+    srv.stop()
+
+
+def tree(directory: Path) -> dict[str, str]:
+    """Every file and folder under `directory`, with a hash of each file's bytes."""
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        rel = str(path.relative_to(directory))
+        out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return out
+
+
+@pytest.mark.parametrize("case_id,program,args,inputs,env,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line_exit_2_and_creates_nothing(case_id, program, args, inputs, env, words,
+                                                                 tmp_path, request):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    if inputs is not None:
+        inputs(cwd)
+    srv = request.getfixturevalue("server") if "{server}" in args else None
+    if srv is not None:
+        args = [a.replace("{server}", srv.uri) for a in args]
+        on_server = srv.snapshot()
+    before = tree(cwd)
+
+    command = (cli_command() if program == "sweep" else TRAIN) + args
+    merged = {**user_env(), "PYTHONPATH": os.pathsep.join(sys.path), **env}
+    res = subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True, timeout=120)
+
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    if "unrecognized arguments" in res.stderr:  # argparse: usage, then the one error line
+        lines = [line for line in lines if "error:" in line]
+    assert len(lines) == 1, res.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert res.stdout == ""
+    assert tree(cwd) == before  # nothing created, nothing changed
+    if srv is not None:
+        assert srv.snapshot() == on_server
