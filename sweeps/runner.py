@@ -106,6 +106,23 @@ def start_ray(address: Optional[str]) -> None:
         # A new embedded single-node Ray (on loopback: see cli.py). address="local": never attach to a
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
         ray.init(address="local", include_dashboard=False)
+        _keep_credentials_out_of_runtime_env()
+
+
+# Cloud credentials Ray Tune copies from the driver's environment into every trial actor's runtime_env
+# (for remote storage on other nodes); Ray's runtime-env agent then writes them into its session log.
+# An embedded Ray's workers inherit the driver's environment anyway, so nothing needs copying there.
+_CREDENTIAL_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
+
+
+def _keep_credentials_out_of_runtime_env() -> None:
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # a Ray without this module: nothing is copied
+        return
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if isinstance(propagated, (set, frozenset)):
+        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - _CREDENTIAL_VARS
 
 
 # ---------------------------------------------------------------------------------------------

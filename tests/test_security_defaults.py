@@ -1,0 +1,135 @@
+"""Security defaults, as shipped:
+
+- every server of an embedded sweep (Ray's GCS, raylet, object manager, workers, ...) listens on
+  127.0.0.1 only (the local multi-node cluster and its MLflow server are checked in
+  test_local_cluster.py::test_cluster_is_up_on_loopback_with_token_auth, which also checks that Ray
+  token authentication is on and refuses requests without the token; test_cluster_static.py checks
+  token auth in every manifest and that compose publishes on loopback only);
+- a checkpoint is data, never code: a pickle with a malicious `__reduce__` placed as state.pt is
+  refused with the clear error, and its payload does not run;
+- no credential from the environment ends up in MLflow params, tags, metric names, artifacts, the
+  MLflow database, Ray's result directory, Ray's session logs or the sweep's console output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from sweep_support import TINY_TRIAL, cli_command, client, descendants, sweep_runs, tiny_spec, trial_epochs_logged, \
+    user_env, wait_for, write_spec
+from test_local_cluster import listening_sockets_of
+
+from mixup_core.checkpoint import CheckpointError, load_checkpoint
+
+SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "planted-secret-123",
+    "MLFLOW_TRACKING_PASSWORD": "planted-password-456",
+    "MLFLOW_TRACKING_TOKEN": "planted-token-789",
+}
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "00000000000000000000000000000001"}  # last: ::1 as /proc prints it
+
+
+class Payload:
+    """Runs `touch MARKER` when unpickled by a loader that allows arbitrary code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_and_its_payload_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "out" / "checkpoints" / "epoch_0001"
+    folder.mkdir(parents=True)
+    torch.save({"model": Payload(marker), "epoch": 1}, folder / "state.pt")
+
+    with pytest.raises(CheckpointError, match="cannot be loaded as a checkpoint"):
+        load_checkpoint(folder)
+    res = subprocess.run([sys.executable, "-m", "mixup_core.cli", "feature_noise", "--out", str(tmp_path / "out"),
+                          "--resume", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "state.pt: cannot be loaded as a checkpoint" in res.stderr
+    assert not marker.exists()
+
+    # The file really is hostile: an unrestricted load runs the payload (so the checks above can fail).
+    torch.load(folder / "state.pt", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.fixture(scope="module")
+def secret_sweep(tmp_path_factory):
+    """A 2-trial sweep run with credentials in its environment; the listening sockets of every process
+    it started are read while the trials train. Ray gets a private temp dir so its logs can be read."""
+    tmp = tmp_path_factory.mktemp("secret_sweep")
+    trial = {**TINY_TRIAL, "data": {**TINY_TRIAL["data"], "n_train": 1500}, "train": {**TINY_TRIAL["train"], "epochs": 8}}
+    write_spec(tmp, tiny_spec("secrets", trial=trial))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths are limited
+    env = {**user_env(), **SECRETS, "RAY_TMPDIR": str(ray_tmp)}
+    driver = subprocess.Popen(cli_command() + ["run", "spec.yaml"], cwd=tmp, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sockets: list[tuple[str, int]] = []
+    try:
+        wait_for(lambda: any(e >= 2 for _, e in trial_epochs_logged(tmp / "mlflow.db").values()), timeout=180,
+                 what="a trial's 2nd epoch")
+        pids = {driver.pid, *descendants(driver.pid)}
+        sockets = listening_sockets_of(pids)
+        out, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            for pid in [driver.pid, *descendants(driver.pid)]:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+    yield tmp, ray_tmp, driver.returncode, out, err, sockets
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_embedded_ray_listens_on_loopback_only(secret_sweep):
+    _, _, rc, _, err, sockets = secret_sweep
+    assert rc == 0, err[-3000:]
+    assert len(sockets) >= 3, sockets  # GCS, raylet, object manager at least: the probe saw them
+    assert {ip for ip, _ in sockets} <= LOOPBACK, sockets
+
+
+def test_no_credential_in_mlflow_ray_results_logs_or_output(secret_sweep):
+    tmp, ray_tmp, rc, out, err, _ = secret_sweep
+    assert rc == 0, err[-3000:]
+    secrets = [s.encode() for s in SECRETS.values()]
+
+    def leaks(text: str | bytes) -> list[bytes]:
+        data = text if isinstance(text, bytes) else text.encode()
+        return [s for s in secrets if s in data]
+
+    c = client(tmp)
+    parents, children = sweep_runs(c, "secrets")
+    assert len(parents) == 1 and len(children) == 2
+    for run in parents + children:
+        for key, value in {**run.data.params, **run.data.tags}.items():
+            assert not leaks(f"{key}={value}"), (run.info.run_id, key)
+        assert not leaks(" ".join(run.data.metrics)), run.info.run_id
+    assert not leaks(out) and not leaks(err)
+
+    scanned = 0
+    for root in (tmp, ray_tmp):  # mlflow.db, mlartifacts/, ray_results/, Ray's session logs
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    data = path.read_bytes()
+                except OSError:  # a socket or a file Ray removed meanwhile
+                    continue
+                assert not leaks(data), path
+                scanned += 1
+    assert (tmp / "mlflow.db").exists() and any((tmp / "mlartifacts").rglob("metrics.jsonl"))
+    assert any((tmp / "ray_results" / "secrets").rglob("result.json"))
+    assert scanned > 20, scanned
