@@ -20,6 +20,7 @@ where a fluent "active run" would be wrong.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -76,7 +77,30 @@ def resolve_tracking(uri: Optional[str] = None, cwd: Optional[Path] = None) -> T
 def client_for(uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    # Opening a SQLite store creates or migrates its schema; two sweeps started at once into a new
+    # store would race on that (alembic fails half-way). One process at a time, per file.
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client._tracking_client.store  # noqa: B018 (opens the store: creates/migrates the schema)
+    return client
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    import fcntl
+    import hashlib
+    import tempfile
+
+    # In the temp dir, not beside the database: nothing extra in the user's directory.
+    name = f"mixup-sweep-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+    with open(Path(tempfile.gettempdir()) / name, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _now_ms() -> int:
