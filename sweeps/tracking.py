@@ -14,6 +14,12 @@ Never a duplicate step: a restarted trial reuses its child run (found by the tri
 epochs after the last step already logged. The epoch is logged *before* Ray persists its checkpoint, so
 a crash between the two re-runs an epoch that is already logged (skipped), never leaves a hole.
 
+A tracking server that goes away for a while: every request is retried by MLflow's HTTP client with
+exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR, about 4 minutes by default,
+connection refused included), so trials wait and log once it is back; past that the trial fails before
+its epoch's checkpoint reaches Ray and resumes from the previous one. No retry loop of our own on top
+(docs/failure_recovery.md).
+
 Everything uses `MlflowClient` with explicit run ids: trials run in other processes (and on other nodes),
 where a fluent "active run" would be wrong.
 """
