@@ -222,13 +222,15 @@ class BranchingSearcher(Searcher):
         return False
 
     def _pick(self) -> Optional[int]:
+        """Trunks first (branches wait for them), then the longest trial that can start: longest first
+        keeps the slots busy to the end instead of leaving one long trial running alone."""
         pending = [i for i in range(len(self.plan)) if i not in self.suggested]
-        for kinds in (("trunk",), ("branch",), ("single",)):
-            for i in pending:
-                t = self.plan[i]
-                if t.kind in kinds and (t.kind != "branch" or self._ready(t)):
-                    return i
-        return None
+        trunks = [i for i in pending if self.plan[i].kind == "trunk"]
+        if trunks:
+            return trunks[0]
+        ready = [i for i in pending if self.plan[i].kind == "single"]
+        ready += [i for i in pending if self.plan[i].kind == "branch" and self._ready(self.plan[i])]
+        return max(ready, key=lambda i: (self.plan[i].epochs, -i)) if ready else None
 
     def suggest(self, trial_id: str):
         if len(self.suggested) == len(self.plan):
@@ -293,9 +295,21 @@ class BranchingReporter(RayReporter):
         if path is None and self.share["role"] == "branch":
             path = local_branch_point(self.share["root"], self.share["group"], self.share["epoch"], self._stack)
         if path is not None and self.share["role"] == "branch":
-            for row in read_history(path / "metrics.jsonl"):  # epochs already logged are skipped
-                self.run.log_epoch(row)
+            self._log_inherited(read_history(path / "metrics.jsonl"))
         return path
+
+    def _log_inherited(self, rows: list[dict[str, Any]]) -> None:
+        """The epochs not logged yet, in one batch (as TrialRun.log_epoch would, one by one)."""
+        from mlflow.entities import Metric
+
+        rows = [r for r in rows if int(r["epoch"]) > self.run.last_step]
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(r["epoch"])) for r in rows for k, v in r.items()
+                 if k != "epoch" and isinstance(v, (int, float)) and v is not None]
+        for start in range(0, len(items), 1000):  # MLflow's limit per batch
+            self.run.client.log_batch(self.run.run_id, metrics=items[start:start + 1000])
+        if rows:
+            self.run.last_step = int(rows[-1]["epoch"])
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         if self.share["role"] == "trunk" and int(metrics["epoch"]) in self.share["branch_epochs"]:
