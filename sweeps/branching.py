@@ -82,6 +82,12 @@ def sharing_applies(sweep: Sweep) -> bool:
     return bool(sweep.spec.share_prefix and sweep.spec.optuna is None and STOP_KEY in sweep.grid_keys)
 
 
+def uses_branching(sweep: Sweep) -> bool:
+    """Whether the sweep runs with the BranchingSearcher: sharing applies and some group has a trunk
+    (otherwise it is an ordinary grid sweep)."""
+    return sharing_applies(sweep) and any(t.kind == "trunk" for t in plan_trials(sweep))
+
+
 def ignored_note(sweep: Sweep) -> Optional[str]:
     """Why share_prefix does nothing for an Optuna sweep that varies stop_epoch (None otherwise)."""
     if sweep.spec.share_prefix and sweep.spec.optuna is not None and (

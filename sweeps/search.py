@@ -16,7 +16,7 @@ from typing import Any, Optional
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .branching import BranchingSearcher, plan_trials, sharing_applies
+from .branching import BranchingSearcher, plan_trials, uses_branching
 from .spec import SearchDimension, Sweep
 from .trainable import GRID_POINT, PLANNED_EPOCHS
 
@@ -82,7 +82,7 @@ def make_scheduler(sweep: Sweep):
 
 
 def param_space(sweep: Sweep) -> dict[str, Any]:
-    if sweep.spec.optuna is not None or sharing_applies(sweep):
+    if sweep.spec.optuna is not None or uses_branching(sweep):
         return {}  # the searcher owns the space
     return {GRID_POINT: tune.grid_search(sweep.grid_points())}
 
@@ -100,14 +100,14 @@ def trial_dirname(trial) -> str:
 
 def ray_trial_count(sweep: Sweep) -> int:
     """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks)."""
-    return len(plan_trials(sweep)) if sharing_applies(sweep) else sweep.n_trials
+    return len(plan_trials(sweep)) if uses_branching(sweep) else sweep.n_trials
 
 
 def tune_config(sweep: Sweep, branch_root: Optional[str] = None) -> tune.TuneConfig:
     """`branch_root`: where trunks leave their branch points (the experiment's branch_points/)."""
     searcher: Optional[Any] = make_searcher(sweep)
     num_samples = sweep.spec.optuna.n_trials if sweep.spec.optuna else 1
-    if sharing_applies(sweep):
+    if uses_branching(sweep):
         assert branch_root is not None
         plan = plan_trials(sweep)
         searcher = BranchingSearcher(plan, branch_root, sweep.spec.metric, sweep.spec.mode)

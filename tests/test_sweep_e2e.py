@@ -163,7 +163,8 @@ def test_sweep_survives_ctrl_c_and_sigkill_and_resume_completes_it(tmp_path):
     trial = json.loads(json.dumps(TINY_TRIAL))
     trial["data"]["n_train"] = 2000
     trial["train"]["epochs"] = 25
-    write_spec(tmp_path, tiny_spec("killed", trial=trial, grid={"mixup.stop_epoch": [0, 5, None]}, max_concurrent=1))
+    write_spec(tmp_path, tiny_spec("killed", trial=trial, grid={"mixup.stop_epoch": [0, 5, None]}, max_concurrent=1,
+                                   share_prefix=False))  # independent trials (branching: test_branching.py)
     db = tmp_path / "mlflow.db"
 
     def finished_and_midway(n_finished):
