@@ -85,6 +85,9 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Replay each training step as one CUDA graph (auto: on CUDA for the ResNets; see graphed_step.py).
     cuda_graphs: Literal["auto", "on", "off"] = "auto"
+    # Seconds between checkpoints (0 = every epoch). The last epoch, keep_epochs and epochs a runner
+    # asks for always get one; a resume replays at most this much work, with identical metrics.
+    checkpoint_interval_s: float = Field(10.0, ge=0.0)
     keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept (plus keep_epochs)
     keep_epochs: list[int] = Field(default_factory=list)  # epochs whose checkpoint is always kept
 

@@ -4,8 +4,11 @@
   * `checkpoint_to_restore()` is asked once, before training: a checkpoint directory to resume from,
     or None to start fresh;
   * `report(metrics, checkpoint_dir)` is called once per finished epoch with that epoch's metrics and
-    the directory of the checkpoint just written (the runner may copy it away; the trial may delete
-    its own copy later, keeping only `train.keep_checkpoints` + `train.keep_epochs`).
+    the directory of the checkpoint just written, or None when this epoch has none
+    (`train.checkpoint_interval_s`; the last epoch always has one). The runner may copy it away; the
+    trial may delete its own copy later, keeping only `train.keep_checkpoints` + `train.keep_epochs`;
+  * optionally `needs_checkpoint(epoch) -> bool`: epochs (1-based) that must get a checkpoint whatever
+    the interval (e.g. the branch points of a Mixup trunk).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Optional, Protocol
 class Reporter(Protocol):
     def checkpoint_to_restore(self) -> Optional[Path]: ...
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None: ...
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None: ...
 
 
 class LocalReporter:
@@ -35,6 +38,6 @@ class LocalReporter:
 
         return latest_checkpoint(self.out_dir / "checkpoints")
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
         if self.on_epoch is not None:
             self.on_epoch(metrics)

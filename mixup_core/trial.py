@@ -233,6 +233,15 @@ def summarize(history: list[dict[str, Any]], epochs: int, wall_s: float, status:
     }
 
 
+def checkpoint_due(cfg: TrialConfig, reporter: Reporter, epoch: int, since_last_s: float) -> bool:
+    """Checkpoint after `epoch` (1-based)? Which epochs get one never changes the metrics."""
+    t = cfg.train
+    if epoch >= t.epochs or epoch in t.keep_epochs or since_last_s >= t.checkpoint_interval_s:
+        return True
+    needs = getattr(reporter, "needs_checkpoint", None)
+    return bool(needs and needs(epoch))
+
+
 def run_trial(cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter] = None,
               progress: bool = False) -> dict[str, Any]:
     """Train one trial to the end (or resume it), writing config.yaml, metrics.jsonl, summary.json
@@ -263,6 +272,7 @@ def run_trial(cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter] = No
     bars = _progress_bars(progress, epochs, state.epoch, data, cfg)
     status, error = "finished", None
     started = time.perf_counter() - state.elapsed_s
+    last_checkpoint = time.perf_counter()
     with (out_dir / "metrics.jsonl").open("a") as log:
         while state.epoch < epochs:
             epoch_start = time.perf_counter()
@@ -286,11 +296,15 @@ def run_trial(cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter] = No
             row["images_per_s"] = seen / max(train_s, 1e-9)
             row["elapsed_s"] = state.elapsed_s
             history.append(row)
-            ckpt = save_checkpoint(ckpt_root, state.epoch, state.to_dict(), history, config_yaml)
+            ckpt = None
+            if checkpoint_due(cfg, reporter, state.epoch, time.perf_counter() - last_checkpoint):
+                ckpt = save_checkpoint(ckpt_root, state.epoch, state.to_dict(), history, config_yaml)
+                last_checkpoint = time.perf_counter()
             log.write(json.dumps(row) + "\n")
             log.flush()
             reporter.report(row, ckpt)
-            prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints, cfg.train.keep_epochs)
+            if ckpt is not None:
+                prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints, cfg.train.keep_epochs)
             if bars:
                 bars.epoch_done(row)
     if bars:

@@ -305,20 +305,14 @@ class BranchingReporter(RayReporter):
         return path
 
     def _log_inherited(self, rows: list[dict[str, Any]]) -> None:
-        """The epochs not logged yet, in one batch (as TrialRun.log_epoch would, one by one)."""
-        from mlflow.entities import Metric
+        """The epochs not logged yet, in one batch."""
+        self.run.log_epochs(rows)
 
-        rows = [r for r in rows if int(r["epoch"]) > self.run.last_step]
-        ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, int(r["epoch"])) for r in rows for k, v in r.items()
-                 if k != "epoch" and isinstance(v, (int, float)) and v is not None]
-        for start in range(0, len(items), 1000):  # MLflow's limit per batch
-            self.run.client.log_batch(self.run.run_id, metrics=items[start:start + 1000])
-        if rows:
-            self.run.last_step = int(rows[-1]["epoch"])
+    def needs_checkpoint(self, epoch: int) -> bool:
+        return self.share["role"] == "trunk" and epoch in self.share["branch_epochs"]
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
-        if self.share["role"] == "trunk" and int(metrics["epoch"]) in self.share["branch_epochs"]:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
+        if checkpoint_dir is not None and self.needs_checkpoint(int(metrics["epoch"])):
             write_branch_point(checkpoint_dir, self.share["root"], self.share["group"], int(metrics["epoch"]))
         super().report(metrics, checkpoint_dir)
 

@@ -248,6 +248,19 @@ class TrialRun:
         self.last_step = step
         return True
 
+    def log_epochs(self, rows: list[dict[str, Any]]) -> None:
+        """Log several epochs at once (step=epoch), skipping those already logged."""
+        from mlflow.entities import Metric
+
+        rows = [r for r in rows if int(r["epoch"]) > self.last_step]
+        ts = _now_ms()
+        items = [Metric(k, float(v), ts, int(r["epoch"])) for r in rows for k, v in r.items()
+                 if k != "epoch" and isinstance(v, (int, float)) and v is not None]
+        for start in range(0, len(items), 1000):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+        if rows:
+            self.last_step = int(rows[-1]["epoch"])
+
     def log_summary(self, summary: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 

@@ -48,14 +48,16 @@ class SweepContext:
 
 
 class RayReporter:
-    """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint, reports each epoch to
-    MLflow (first) and Ray (with the epoch's checkpoint)."""
+    """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint; reports every epoch to Ray
+    and, at each checkpoint, first logs the epochs since the previous one to MLflow in one batch and
+    then hands Ray the checkpoint."""
 
     def __init__(self, run: TrialRun, stack: contextlib.ExitStack, planned_epochs: int):
         self.run = run
         self._stack = stack
         self.planned_epochs = planned_epochs
         self.reports = 0
+        self._unlogged: list[dict[str, Any]] = []
 
     def checkpoint_to_restore(self) -> Optional[Path]:
         checkpoint = tune.get_checkpoint()
@@ -64,12 +66,23 @@ class RayReporter:
         # Local storage: the directory itself; remote storage: downloaded, kept until the trial ends.
         return Path(self._stack.enter_context(checkpoint.as_directory()))
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
-        # MLflow first: a crash before Ray persists the checkpoint re-runs an epoch that is already
-        # logged (and skipped), whereas the other order would leave a hole in the history.
-        self.run.log_epoch(metrics)
-        tune.report({**metrics, PLANNED_EPOCHS: self.planned_epochs},
-                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    def flush(self) -> None:
+        """Log the epochs not yet in MLflow (at a checkpoint, and when the trial ends)."""
+        if self._unlogged:
+            self.run.log_epochs(self._unlogged)
+            self._unlogged = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
+        # MLflow before Ray's checkpoint: a crash before Ray persists it re-runs epochs that are already
+        # logged (and skipped), whereas the other order would leave a hole in the history. Epochs after
+        # the last checkpoint are re-trained after a crash, and logged then.
+        self._unlogged.append(metrics)
+        result = {**metrics, PLANNED_EPOCHS: self.planned_epochs}
+        if checkpoint_dir is None:
+            tune.report(result)
+        else:
+            self.flush()
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         self.reports += 1
 
 
@@ -120,6 +133,7 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
         with contextlib.ExitStack() as stack:
             reporter = make_reporter(config, run, stack, cfg.train.epochs)
             summary = run_trial(cfg, out_dir, reporter)
+            reporter.flush()  # a diverged trial stops between checkpoints
     except Exception as e:  # recorded, then re-raised for Ray's retry logic
         run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
         raise

@@ -21,7 +21,7 @@ TINY_TRIAL: dict[str, Any] = {
     "data": {"name": "feature_noise", "n_train": 200, "n_test": 200, "val_size": 0.1},
     "model": {"name": "two_layer_cnn"},
     "train": {"epochs": 3, "batch_size": 50, "lr": 0.5, "momentum": 0.0, "weight_decay": 0.0,
-              "device": "cpu"},
+              "device": "cpu", "checkpoint_interval_s": 0},  # a checkpoint every epoch: restarts resume mid-run
     "mixup": {"alpha": 1.0, "stop_epoch": None},
 }
 

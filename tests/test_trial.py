@@ -25,7 +25,7 @@ def small_config(**sections):
         "seed": 3,
         "data": {"name": "feature_noise", "n_train": 200, "n_test": 400},
         "train": {"epochs": 6, "batch_size": 50, "lr": 0.5, "momentum": 0.0, "weight_decay": 0.0,
-                  "device": "cpu"},
+                  "device": "cpu", "checkpoint_interval_s": 0},
         "mixup": {"alpha": 1.0, "stop_epoch": 3},
     }
     for k, v in sections.items():
@@ -51,7 +51,7 @@ class RecordingReporter(LocalReporter):
         return self.restore
 
     def report(self, metrics, checkpoint_dir):
-        self.reports.append((metrics["epoch"], Path(checkpoint_dir).name))
+        self.reports.append((metrics["epoch"], checkpoint_dir and Path(checkpoint_dir).name))
 
 
 def test_outputs_and_early_stop_switch(tmp_path):
@@ -94,7 +94,8 @@ def test_resume_from_any_checkpoint_is_bit_identical(tmp_path):
 def test_kill_9_at_a_random_moment_then_resume_matches(tmp_path):
     """mixup-train is SIGKILLed at a random point mid-run; --resume must end with the same metrics."""
     sets = ["--set", "train.epochs=30", "--set", "data.n_train=400", "--set", "train.batch_size=20",
-            "--set", "mixup.stop_epoch=12", "--set", "train.device=cpu", "--set", "seed=5"]
+            "--set", "mixup.stop_epoch=12", "--set", "train.device=cpu", "--set", "seed=5",
+            "--set", "train.checkpoint_interval_s=0"]  # a checkpoint every epoch: the kill lands anywhere
     full, killed = tmp_path / "full", tmp_path / "killed"
     cmd = [sys.executable, "-m", "mixup_core.cli", "feature_noise", "--quiet"]
     subprocess.run(cmd + ["--out", str(full)] + sets, check=True, capture_output=True)
@@ -139,3 +140,24 @@ def test_nan_loss_stops_the_trial_and_says_where(tmp_path):
                           str(tmp_path / "cli")], capture_output=True, text=True)
     assert res.returncode == 1
     assert "diverged at epoch" in res.stdout
+
+
+def test_checkpoints_follow_the_interval_and_forced_epochs(tmp_path):
+    """With a long interval only the last epoch, keep_epochs and epochs the runner asks for get a
+    checkpoint; the metrics do not depend on it."""
+
+    class AskingReporter(RecordingReporter):
+        def report(self, metrics, checkpoint_dir):
+            self.reports.append((metrics["epoch"], checkpoint_dir is not None))
+
+        def needs_checkpoint(self, epoch):
+            return epoch == 2
+
+    every = small_config(train={"checkpoint_interval_s": 0})
+    sparse = small_config(train={"checkpoint_interval_s": 3600, "keep_epochs": [4]})
+    run_trial(every, tmp_path / "every")
+    rep = AskingReporter(tmp_path / "sparse")
+    run_trial(sparse, tmp_path / "sparse", rep)
+    assert [e for e, has in rep.reports if has] == [2, 4, 6]
+    assert without_timing(read_jsonl(tmp_path / "sparse" / "metrics.jsonl")) == \
+        without_timing(read_jsonl(tmp_path / "every" / "metrics.jsonl"))
