@@ -234,22 +234,9 @@ class TrialRun:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    def log_epoch(self, metrics: dict[str, Any]) -> bool:
-        """Log one epoch's metrics at step=epoch, unless that epoch is already logged."""
-        from mlflow.entities import Metric
-
-        step = int(metrics["epoch"])
-        if step <= self.last_step:
-            return False
-        ts = _now_ms()
-        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()
-                 if k != "epoch" and isinstance(v, (int, float)) and v is not None]
-        self.client.log_batch(self.run_id, metrics=items)  # one transaction: an epoch is all or nothing
-        self.last_step = step
-        return True
-
     def log_epochs(self, rows: list[dict[str, Any]]) -> None:
-        """Log several epochs at once (step=epoch), skipping those already logged."""
+        """Log epochs at step=epoch in as few batches as MLflow allows, skipping those already logged
+        (a restarted trial re-trains epochs after its checkpoint; each is logged once)."""
         from mlflow.entities import Metric
 
         rows = [r for r in rows if int(r["epoch"]) > self.last_step]
