@@ -207,10 +207,15 @@ def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str
 class TrialRun:
     """The child run of one trial, reused across restarts; logs each epoch at most once."""
 
-    def __init__(self, client, run_id: str, last_step: int):
+    def __init__(self, client, run_id: str, last_step: int, ended: Optional[tuple[str, int]] = None):
         self.client = client
         self.run_id = run_id
         self.last_step = last_step
+        # (status, end_time) of a run that had already ended: a driver killed after the trial ended in
+        # MLflow but before Ray saved that, reruns it on resume; with nothing new to log, the run keeps
+        # its original end.
+        self._ended = ended
+        self._ended_step = last_step
 
     @classmethod
     def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
@@ -219,8 +224,10 @@ class TrialRun:
         existing = find_trial_run(client, experiment_id, parent_run_id, trial_id)
         if existing is not None:
             run_id = existing.info.run_id
+            info = existing.info
+            ended = (info.status, info.end_time) if info.status in ("FINISHED", "FAILED") and info.end_time else None
             client.update_run(run_id, status="RUNNING")
-            return cls(client, run_id, _last_logged_step(client, existing))
+            return cls(client, run_id, _last_logged_step(client, existing), ended)
         run = client.create_run(
             experiment_id,
             tags={PARENT_TAG: parent_run_id, ROLE_TAG: "trial", TRIAL_ID_TAG: trial_id},
@@ -268,7 +275,10 @@ class TrialRun:
     def finish(self, status: str = "FINISHED", error: Optional[str] = None) -> None:
         if error:
             self.client.set_tag(self.run_id, ERROR_TAG, error[:5000])
-        self.client.set_terminated(self.run_id, status=status)
+        if self._ended and self._ended[0] == status and self.last_step == self._ended_step:
+            self.client.set_terminated(self.run_id, status=status, end_time=self._ended[1])
+        else:
+            self.client.set_terminated(self.run_id, status=status)
 
 
 def _last_logged_step(client, run) -> int:

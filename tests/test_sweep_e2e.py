@@ -251,7 +251,9 @@ def test_failed_trial_restarts_from_its_checkpoint_without_duplicate_steps(tmp_p
     for key in ("train_loss", "val_acc", "test_acc", "lr"):
         assert steps(c, run.info.run_id, key) == list(range(1, 31)), key
     epochs = ray_epochs(tmp_path, "restarted", run.data.tags["mixup_sweep.trial_id"])
-    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 31))  # from a checkpoint
+    # From a checkpoint, not from scratch. (Ray's own result.json may miss the epoch the killed worker
+    # had in flight; MLflow, checked above, has every epoch exactly once.)
+    assert epochs.count(1) == 1 and max(epochs) == 30
     assert "ActorDiedError" in log  # the restart really happened
 
 
