@@ -24,11 +24,16 @@ While the sweep runs, a sampler reads /proc every 0.5 s for the sweep's process 
 driver, of Ray's own processes and of the trial workers (ray::ImplicitFunc.train), and the workers'
 peak CPU use (above 100% of a core = more than one busy thread: oversubscription).
 
-    python benchmarks/sweep_overhead.py                                  # 8 trials, ~1-2 minutes on 2 cores
-    python benchmarks/sweep_overhead.py --trials 4 --epochs 50 --json /tmp/sweep_overhead.json
+    python benchmarks/sweep_overhead.py                                  # 8 trials, ~1.5 minutes on 2 cores
+    python benchmarks/sweep_overhead.py --wait-load 1.0 --repeat 3 --json /tmp/sweep_overhead.json
+    python benchmarks/sweep_overhead.py --sweep-cmd "python patched_sweep.py"   # a modified sweep, same baseline
 
-It measures and prints; it never asserts (a shared machine makes timings noisy: the load average is
-printed before and after; run it when the machine is otherwise idle).
+The printed "training speedup" is back-to-back training / (sweep training / 2), both in run_trial's own
+clock: 2 at best, 1.0 when per-epoch costs eat all the parallelism.
+
+It measures and prints; it never asserts. A shared machine makes timings noisy: it prints the load
+average and the CPU other users' processes took during each half (/proc/stat minus ours); --wait-load
+waits for a quiet machine and --repeat alternates the halves and reports the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -55,7 +61,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # mixup_core, when the project is not installed
 
-from mixup_core.config import flatten, load_trial_config  # noqa: E402
+from mixup_core.config import load_trial_config  # noqa: E402
 
 TARGET_RATIO = 0.75
 STOP_FRACTIONS = (0.0, 0.3, None, 0.6)  # mixup.stop_epoch as a fraction of the epochs; None = Mixup throughout
@@ -307,12 +313,12 @@ def read_sweep_runs(tracking_uri: str, name: str, keys: list[str]) -> dict[str, 
 
 def run_sweep(config: str, points: list[dict[str, Any]], overrides: list[str], sweep_overrides: list[str],
               work: Path, env: dict[str, str], max_concurrent: int, cpus: float,
-              share_prefix: bool = False) -> dict[str, Any]:
+              share_prefix: bool = False, sweep_cmd: tuple[str, ...] = ("mixup-sweep",)) -> dict[str, Any]:
     name = "sweep_overhead"
     spec_path = work / "spec.yaml"
     write_spec(spec_path, name, config, overrides, points, max_concurrent, cpus, share_prefix)
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
-    cmd = ["mixup-sweep", "run", str(spec_path), "--tracking-uri", tracking_uri,
+    cmd = [*sweep_cmd, "run", str(spec_path), "--tracking-uri", tracking_uri,
            "--storage-path", str(work / "ray_results"), *[a for o in sweep_overrides for a in ("--set", o)]]
     log_path = work / "sweep.log"
     start_wall_ms = time.time() * 1000.0
@@ -370,6 +376,9 @@ def analyse(b2b: dict[str, Any], sweep: dict[str, Any], concurrency: int) -> dic
         "sweep_overhead_s": round(sweep["wall_s"] - ideal, 3),  # sweep wall - compute / concurrency
         "sweep_overhead_s_per_trial": round((sweep["wall_s"] - ideal) / (n / concurrency), 3),
         "sweep_train_s": round(sweep_train, 3),
+        # How much faster the sweep trains than back to back, in the trials' own clocks (run_trial's
+        # wall_s): `concurrency` at best; 1.0 = the parallelism is all eaten by per-epoch costs.
+        "training_speedup": round(b2b_train / (sweep_train / concurrency), 3) if sweep_train else None,
         # In a trial's own clock, the sweep's extra per epoch (per-epoch MLflow + Ray report + checkpoint
         # persistence, and 1 thread instead of all): (sweep train - back-to-back train) / epochs.
         "in_trial_extra_ms_per_epoch": round(
@@ -425,11 +434,13 @@ def print_report(args, b2b, sweep, result, load_before) -> None:
         ("  per trial", result["sweep_overhead_s_per_trial"]),
         ("  in-trial extra per epoch (ms)", result["in_trial_extra_ms_per_epoch"]),
         ("  trial run extra outside training", result["trial_run_extra_s_per_trial"]),
+        (f"training speedup of {c} concurrent trials (x)", result["training_speedup"]),
     ]
     for name, value in rows:
         if value is None:
             continue
-        print(f"  {name:<44} {value:>8.2f}{'' if '(ms)' in name else ' s'}")
+        unit = "" if name.endswith(("(ms)", "(x)")) else " s"
+        print(f"  {name:<44} {value:>8.2f}{unit}")
     verdict = "met" if result["met"] else "NOT met"
     print(f"  {'ratio sweep / back-to-back':<44} {result['ratio']:>8.3f}   (target <= {TARGET_RATIO}: {verdict})")
 
@@ -491,6 +502,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "sweep trains fewer epochs than back to back: not like for like)")
     p.add_argument("--sweep-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra `mixup-sweep run --set` (spec keys), for experiments")
+    p.add_argument("--sweep-cmd", default="mixup-sweep", metavar="CMD",
+                   help="the sweep command (default mixup-sweep); e.g. a modified one, to measure a change "
+                        "against the same back-to-back baseline")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--wait-load", type=float, default=None, metavar="L",
                    help="before each half, wait (up to 10 minutes) until the 1-minute load average is below L")
@@ -530,7 +544,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             (round_dir / "sweep").mkdir()
             with MachineLoad() as sweep_load:
                 sweep = run_sweep(args.config, points, overrides, args.sweep_set, round_dir / "sweep", env,
-                                  args.max_concurrent, args.cpus_per_trial, args.share_prefix)
+                                  args.max_concurrent, args.cpus_per_trial, args.share_prefix,
+                                  tuple(shlex.split(args.sweep_cmd)))
                 sweep_load.ours_extra_s = sum(sweep["processes"]["cpu_s_by_process"].values())
             sweep["load_after"] = os.getloadavg()[0]
             sweep["others_core_s"] = sweep_load.others_core_s
