@@ -186,10 +186,7 @@ def load_cifar(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
     train_x, train_y = to_device(arrays["train_x"]), to_device(arrays["train_y"])
-    try:
-        train_x, train_y, val_x, val_y = split_validation(train_x, train_y, cfg.val_size, seed)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    train_x, train_y, val_x, val_y = split_validation(train_x, train_y, cfg.val_size, seed)
     pipeline = ImagePipeline(Normalize(layout.mean, layout.std, device, uint8_input=True), augment=cfg.augment)
     return TrialData(
         train_x=train_x,

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import DataConfig
+from .config import ConfigError, DataConfig
 
 Prepare = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
 
@@ -46,7 +46,8 @@ class TrialData:
 def validation_count(val_size: int | float, n: int) -> int:
     count = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
     if count >= n:
-        raise ValueError(f"data.val_size={val_size} leaves no training examples out of {n}")
+        raise ConfigError(f"data.val_size={val_size} leaves no training examples out of {n}; "
+                          f"use a fraction below 1 or a count below {n}")
     return count
 
 

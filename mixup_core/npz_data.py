@@ -152,10 +152,7 @@ def load_npz(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
 
     x = to_device(arrays["x_train"])
     y = to_device(arrays["y_train"])
-    try:
-        train_x, train_y, val_x, val_y = split_validation(x, y, cfg.val_size, seed)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    train_x, train_y, val_x, val_y = split_validation(x, y, cfg.val_size, seed)
     uint8 = train_x.dtype == torch.uint8
     channels = train_x.shape[1]
     if uint8:

@@ -171,15 +171,16 @@ def start_sweep_run(client, experiment_id: str, spec: dict[str, Any], spec_yaml:
     return run_id
 
 
+def _first_run(client, experiment_id: str, filter_string: str, order: str):
+    runs = client.search_runs([experiment_id], filter_string=filter_string,
+                              order_by=[f"attributes.start_time {order}"], max_results=1)
+    return runs[0] if runs else None
+
+
 def find_sweep_run(client, experiment_id: str, experiment_path: str):
     """The newest parent run of the sweep whose Ray experiment lives at `experiment_path`."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{STORAGE_TAG}` = '{experiment_path}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    return _first_run(client, experiment_id,
+                      f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{STORAGE_TAG}` = '{experiment_path}'", "DESC")
 
 
 def read_sweep_spec(client, run_id: str) -> str:
@@ -191,13 +192,9 @@ def read_sweep_spec(client, run_id: str) -> str:
 
 
 def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    """The child run of `trial_id` under this sweep (the first one, if a lost driver made two)."""
+    return _first_run(client, experiment_id,
+                      f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'", "ASC")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_trial import RecordingReporter
 
 from mixup_core.checkpoint import list_checkpoints
 from mixup_core.config import ConfigError, validate_trial_config
 from mixup_core.packing import run_packed_trials
-from mixup_core.reporting import LocalReporter
 from mixup_core.trial import run_trial
 
 TIMING_KEYS = {"images_per_s", "elapsed_s"}
@@ -36,17 +36,7 @@ def load_state(out_dir: Path, epoch: int):
     return torch.load(out_dir / "checkpoints" / f"epoch_{epoch:04d}" / "state.pt", weights_only=True)
 
 
-class Recorder(LocalReporter):
-    def __init__(self, out_dir, restore=None):
-        super().__init__(out_dir)
-        self.restore = restore
-        self.reports = []
-
-    def checkpoint_to_restore(self):
-        return self.restore
-
-    def report(self, metrics, checkpoint_dir):
-        self.reports.append((metrics["epoch"], Path(checkpoint_dir).name))
+Recorder = RecordingReporter  # reports (epoch, checkpoint name or None) and restores from `restore`
 
 
 def write_images(path: Path, n_train: int, n_test: int, size: int, classes: int = 4, seed: int = 0) -> Path:

@@ -39,6 +39,7 @@ def test_bundled_feature_noise_runs_and_prints_a_summary(tmp_path):
         (["--set", "train.batch_size=0"], "train.batch_size"),
         (["--set", "mixup.alpha"], "KEY=VALUE"),
         (["--resume"], "no checkpoint"),
+        (["--set", "data.val_size=600"], "leaves no training examples"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle):
