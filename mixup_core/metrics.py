@@ -14,7 +14,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).float()
     idx = (conf * bins).long().clamp_(0, bins - 1)
-    count = torch.zeros(bins, device=probs.device).index_add_(0, idx, torch.ones_like(conf))
     conf_sum = torch.zeros(bins, device=probs.device).index_add_(0, idx, conf)
     acc_sum = torch.zeros(bins, device=probs.device).index_add_(0, idx, correct)
     return (conf_sum - acc_sum).abs().sum() / max(labels.numel(), 1)

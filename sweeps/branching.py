@@ -43,7 +43,7 @@ from ray.tune.search import Searcher
 
 from .spec import Sweep
 from .tracking import ROLE_TAG, find_trial_run
-from .trainable import GRID_POINT, RayReporter
+from .trainable import GRID_POINT, RayReporter, ReportPolicy
 
 SHARE_KEY = "share"  # Ray config key of trunks and branches: {"role", "group", ...}
 STOP_KEY = "mixup.stop_epoch"
@@ -290,8 +290,9 @@ class BranchingReporter(RayReporter):
     """A trunk writes branch points before reporting those epochs; a branch starts from its point and
     logs the inherited history to MLflow first."""
 
-    def __init__(self, run, stack: contextlib.ExitStack, planned_epochs: int, share: dict[str, Any]):
-        super().__init__(run, stack, planned_epochs)
+    def __init__(self, run, stack: contextlib.ExitStack, planned_epochs: int, policy: ReportPolicy,
+                 share: dict[str, Any]):
+        super().__init__(run, stack, planned_epochs, policy)
         self.share = share
 
     def checkpoint_to_restore(self) -> Optional[Path]:
@@ -301,12 +302,8 @@ class BranchingReporter(RayReporter):
         if path is None and self.share["role"] == "branch":
             path = local_branch_point(self.share["root"], self.share["group"], self.share["epoch"], self._stack)
         if path is not None and self.share["role"] == "branch":
-            self._log_inherited(read_history(path / "metrics.jsonl"))
+            self.run.log_epochs(read_history(path / "metrics.jsonl"))  # the inherited epochs 1..E
         return path
-
-    def _log_inherited(self, rows: list[dict[str, Any]]) -> None:
-        """The epochs not logged yet, in one batch."""
-        self.run.log_epochs(rows)
 
     def needs_checkpoint(self, epoch: int) -> bool:
         return self.share["role"] == "trunk" and epoch in self.share["branch_epochs"]
@@ -359,6 +356,9 @@ def tag_shared_run(run, config: dict[str, Any], experiment_id: str, parent_run_i
     run.set_tags(tags)
 
 
-def make_reporter(config: dict[str, Any], run, stack: contextlib.ExitStack, planned_epochs: int) -> RayReporter:
+def make_reporter(config: dict[str, Any], run, stack: contextlib.ExitStack, planned_epochs: int,
+                  policy: ReportPolicy) -> RayReporter:
     share = config.get(SHARE_KEY)
-    return BranchingReporter(run, stack, planned_epochs, share) if share else RayReporter(run, stack, planned_epochs)
+    if share:
+        return BranchingReporter(run, stack, planned_epochs, policy, share)
+    return RayReporter(run, stack, planned_epochs, policy)

@@ -11,6 +11,7 @@ their values; `n_trials` is the total number of trials.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 from ray import tune
@@ -79,6 +80,17 @@ def make_scheduler(sweep: Sweep):
         # Trials that reach max_t end on their own (summary, artifacts), not stopped by ASHA.
         stop_last_trials=False,
     )
+
+
+def asha_rung_epochs(sweep: Sweep) -> frozenset[int]:
+    """The epochs at which ASHA compares trials (its rungs): Ray must see those results, whatever the
+    report interval. ASHA records a trial at its first result with epoch >= the rung's milestone."""
+    asha = sweep.spec.scheduler
+    if asha is None:
+        return frozenset()
+    max_t = asha.max_t if asha.max_t is not None else sweep.max_epochs()
+    rungs = int(math.log(max_t / asha.grace_period) / math.log(asha.reduction_factor) + 1)  # as Ray's _Bracket
+    return frozenset(math.ceil(asha.grace_period * asha.reduction_factor**k) for k in range(rungs))
 
 
 def param_space(sweep: Sweep) -> dict[str, Any]:

@@ -109,9 +109,11 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: int = Field(1, ge=1)
     max_failures: int = Field(1, ge=0)  # restarts of a failed trial from its last checkpoint
-    # Accepted and validated now; the branching runner (trials differing only in mixup.stop_epoch
-    # forking from one Mixup trunk) is a later issue, so today this changes nothing.
-    share_prefix: bool = True
+    share_prefix: bool = True  # trials differing only in mixup.stop_epoch branch from one Mixup trunk
+    # Ray gets a trial's result at most this often (always at checkpoints, ASHA rungs and the last
+    # epoch); MLflow records every epoch regardless. Per-epoch reports cost a small trial more time
+    # than its training; 0 = every epoch.
+    report_interval_s: float = Field(1.0, ge=0)
     scheduler: Optional[AshaSpec] = None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -47,17 +48,34 @@ class SweepContext:
         return validate_sweep(self.spec, source="sweep spec")
 
 
-class RayReporter:
-    """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint; reports every epoch to Ray
-    and, at each checkpoint, first logs the epochs since the previous one to MLflow in one batch and
-    then hands Ray the checkpoint."""
+@dataclass(frozen=True)
+class ReportPolicy:
+    """Which epochs reach Ray. Every result costs the trial a blocking round trip and the driver CPU
+    time (milliseconds each: more than a small model's epoch), so Ray gets at most one per
+    `interval_s`, plus every epoch it needs: checkpoints (restarts, branch points), ASHA's rungs
+    and the last epoch. MLflow gets every epoch either way."""
 
-    def __init__(self, run: TrialRun, stack: contextlib.ExitStack, planned_epochs: int):
+    interval_s: float = 0.0
+    required_epochs: frozenset[int] = frozenset()
+
+    def due(self, epoch: int, has_checkpoint: bool, seconds_since_last: float) -> bool:
+        return has_checkpoint or epoch in self.required_epochs or seconds_since_last >= self.interval_s
+
+
+class RayReporter:
+    """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint; reports to Ray as its
+    `ReportPolicy` says and, at each checkpoint (and each ASHA rung, where the trial may be stopped),
+    first logs the epochs since the previous flush to MLflow in one batch."""
+
+    def __init__(self, run: TrialRun, stack: contextlib.ExitStack, planned_epochs: int,
+                 policy: ReportPolicy = ReportPolicy()):
         self.run = run
         self._stack = stack
         self.planned_epochs = planned_epochs
+        self.policy = policy
         self.reports = 0
         self._unlogged: list[dict[str, Any]] = []
+        self._last_report = float("-inf")
 
     def checkpoint_to_restore(self) -> Optional[Path]:
         checkpoint = tune.get_checkpoint()
@@ -77,12 +95,18 @@ class RayReporter:
         # logged (and skipped), whereas the other order would leave a hole in the history. Epochs after
         # the last checkpoint are re-trained after a crash, and logged then.
         self._unlogged.append(metrics)
+        epoch = int(metrics["epoch"])
+        now = time.monotonic()
+        if not self.policy.due(epoch, checkpoint_dir is not None, now - self._last_report):
+            return
+        if checkpoint_dir is not None or epoch in self.policy.required_epochs:
+            self.flush()  # a rung is where a scheduler may stop the trial: its history is complete there
         result = {**metrics, PLANNED_EPOCHS: self.planned_epochs}
         if checkpoint_dir is None:
             tune.report(result)
         else:
-            self.flush()
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        self._last_report = now
         self.reports += 1
 
 
@@ -112,9 +136,11 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     from mixup_core.trial import run_trial
 
     from .branching import make_reporter, shared_run_name, tag_shared_run
+    from .search import asha_rung_epochs
 
     params = trial_params(config)
-    cfg = context.sweep().trial_config(params)
+    sweep = context.sweep()
+    cfg = sweep.trial_config(params)
     trial_id = tune.get_context().get_trial_id()
     run = TrialRun.open(
         context.tracking_uri,
@@ -131,7 +157,8 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     out_dir = Path(os.getcwd()) / f"trial_{trial_id}"
     try:
         with contextlib.ExitStack() as stack:
-            reporter = make_reporter(config, run, stack, cfg.train.epochs)
+            policy = ReportPolicy(sweep.spec.report_interval_s, asha_rung_epochs(sweep) | {cfg.train.epochs})
+            reporter = make_reporter(config, run, stack, cfg.train.epochs, policy)
             summary = run_trial(cfg, out_dir, reporter)
             reporter.flush()  # a diverged trial stops between checkpoints
     except Exception as e:  # recorded, then re-raised for Ray's retry logic

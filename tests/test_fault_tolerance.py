@@ -16,7 +16,6 @@ Per-trial epochs, restarts and MLflow histories in test_sweep_e2e.py are not rep
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path

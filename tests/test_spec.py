@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
-from sweep_support import tiny_spec
+from sweep_support import TINY_TRIAL, tiny_spec
 
 from mixup_core.config import ConfigError, TrialConfig
 from sweeps.cli import main
@@ -161,6 +163,33 @@ def test_asha_never_stops_a_trial_at_its_last_epoch():
     from sweeps.search import make_scheduler
 
     assert isinstance(make_scheduler(sweep), LastEpochKeepingASHA)
+
+
+@pytest.mark.parametrize("grace, factor, max_t", [(1, 2, 4), (1, 4, 200), (3, 3, 200), (5, 2.5, 60), (2, 4, 2)])
+def test_rung_epochs_are_the_epochs_ray_asha_compares_at(grace, factor, max_t):
+    """Ray must see a trial's result at every rung even when reports are throttled: our rung epochs
+    are Ray's milestones (ASHA records the first result at or past each)."""
+    from sweeps.search import asha_rung_epochs, make_scheduler
+
+    trial = {**TINY_TRIAL, "train": {**TINY_TRIAL["train"], "epochs": 200}}
+    sweep = sweep_of(trial=trial, grid={"mixup.stop_epoch": [0, grace]},
+                     scheduler={"type": "asha", "grace_period": grace, "reduction_factor": factor, "max_t": max_t})
+    (bracket,) = make_scheduler(sweep)._brackets
+    assert asha_rung_epochs(sweep) == {math.ceil(milestone) for milestone, _ in bracket._rungs}
+    assert asha_rung_epochs(sweep_of()) == frozenset()  # no scheduler: no rungs
+
+
+def test_report_policy_throttles_ray_but_never_skips_a_required_epoch():
+    from sweeps.trainable import ReportPolicy
+
+    policy = ReportPolicy(interval_s=1.0, required_epochs=frozenset({4, 10}))
+    assert policy.due(1, has_checkpoint=False, seconds_since_last=float("inf"))  # the first result
+    assert not policy.due(2, has_checkpoint=False, seconds_since_last=0.3)
+    assert policy.due(3, has_checkpoint=False, seconds_since_last=1.0)
+    assert policy.due(4, has_checkpoint=False, seconds_since_last=0.0)  # a rung / the last epoch
+    assert policy.due(5, has_checkpoint=True, seconds_since_last=0.0)  # a checkpoint
+    every_epoch = ReportPolicy(interval_s=0.0)
+    assert all(every_epoch.due(e, False, 0.0) for e in range(1, 20))
 
 
 def test_quickstart_trial_is_the_bundled_feature_noise_config():

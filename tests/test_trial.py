@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from mixup_core.checkpoint import list_checkpoints, load_checkpoint
