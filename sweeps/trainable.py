@@ -22,6 +22,7 @@ from ray import tune
 
 from mixup_core.config import flatten
 
+from .checkpoint_recovery import RestoreFromSurvivingCheckpoint
 from .spec import Sweep, validate_sweep
 from .tracking import TrialRun
 
@@ -188,3 +189,8 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
         # Ray requires the sweep's metric in a trial's results: a trial restored at its last epoch
         # (nothing left to train) repeats its final result.
         tune.report({**rows[-1], PLANNED_EPOCHS: cfg.train.epochs})
+
+
+# Ray builds the trial's actor class from the function; this mixin lets a trial whose checkpoint Ray
+# deleted just before a driver crash resume from the newest surviving one (checkpoint_recovery.py).
+train_trial.__mixins__ = (RestoreFromSurvivingCheckpoint,)

@@ -1,0 +1,82 @@
+"""A trial whose Ray checkpoint is gone restores from the newest checkpoint that survives.
+
+Ray keeps `num_to_keep` checkpoints per trial and deletes an older one as soon as a newer one is
+registered, but it saves the experiment state (what `resume` restores) only every few seconds. A
+driver killed in between leaves a saved state that names a checkpoint already deleted, and Ray then
+refuses to restore that trial ("does not exist on storage anymore") on every retry: it ends FAILED.
+The newer checkpoints are still in the trial's directory. This mixin, given to Ray's function
+trainable through the function's `__mixins__`, restores from the newest of them that loads (a kill
+mid-upload can leave the last one partial), or from nothing when none does. Their epochs reached
+MLflow before Ray saw the checkpoint, and `TrialRun` skips epochs it already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Optional
+
+import pyarrow.fs as pafs
+from ray import tune
+
+logger = logging.getLogger(__name__)
+
+_RAY_CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
+
+
+def _exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
+    """The last epoch in a checkpoint's metric history (0 when unreadable)."""
+    from mixup_core.checkpoint import HISTORY_FILE
+
+    try:
+        with fs.open_input_stream(f"{directory}/{HISTORY_FILE}") as f:
+            lines = [line for line in f.read().decode().splitlines() if line.strip()]
+        return int(re.search(r'"epoch":\s*(\d+)', lines[-1]).group(1)) if lines else 0
+    except (OSError, AttributeError):
+        return 0
+
+
+def _loads(checkpoint: tune.Checkpoint) -> bool:
+    from mixup_core.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        with checkpoint.as_directory() as directory:
+            load_checkpoint(Path(directory))
+        return True
+    except (CheckpointError, OSError):
+        return False
+
+
+def surviving_checkpoint(missing: tune.Checkpoint) -> Optional[tune.Checkpoint]:
+    """The newest loadable checkpoint beside `missing` in its trial directory. Newest by epoch, not by
+    Ray's directory index: after a restore Ray may number new checkpoints below old ones."""
+    fs = missing.filesystem
+    trial_dir = missing.path.rstrip("/").rsplit("/", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    candidates = [i.path for i in infos if i.type == pafs.FileType.Directory and _RAY_CHECKPOINT_DIR.match(i.base_name)]
+    for path in sorted(candidates, key=lambda p: _last_epoch(fs, p), reverse=True):
+        checkpoint = tune.Checkpoint(path, filesystem=fs)
+        if _loads(checkpoint):
+            return checkpoint
+    return None
+
+
+class RestoreFromSurvivingCheckpoint:
+    """Mixin for Ray's FunctionTrainable: see the module docstring."""
+
+    def restore(self, checkpoint_result):
+        checkpoint = getattr(checkpoint_result, "checkpoint", None)
+        if checkpoint is not None and not _exists(checkpoint.filesystem, checkpoint.path):
+            replacement = surviving_checkpoint(checkpoint)
+            if replacement is None:
+                logger.warning("checkpoint %s is gone and no other survives: the trial starts over", checkpoint.path)
+                return None
+            logger.warning("checkpoint %s is gone (deleted after Ray last saved its state): restoring from %s",
+                           checkpoint.path, replacement.path)
+            checkpoint_result.checkpoint = replacement
+        return super().restore(checkpoint_result)
