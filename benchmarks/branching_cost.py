@@ -37,7 +37,8 @@ def spec(name: str, epochs: int, share: bool, concurrent: int) -> dict:
     stops = [0, epochs // 8, epochs // 4, epochs // 2, 3 * epochs // 4, None]
     return {"name": name, "trial": trial(epochs), "grid": {"mixup.stop_epoch": stops, "seed": [0, 1]},
             "metric": "val_acc", "mode": "max", "resources": {"cpu": 1, "gpu": 0},
-            "max_concurrent": concurrent, "max_failures": 0, "share_prefix": share}
+            "max_concurrent": concurrent, "max_failures": 0, "share_prefix": share,
+            "report_interval_s": 0}  # Ray records every trained epoch: result.json lines count them
 
 
 def epochs_trained(experiment: Path) -> int:
