@@ -103,6 +103,17 @@ def assert_sweep_intact(c, name: str, n_trials: int, epochs: int, n_failed: int 
     return parent, children
 
 
+def assert_uninterrupted_numbers(c, run, spec: dict, params: dict, reference: Path) -> None:
+    """The run's epoch and summary metrics equal the same trial's run_trial without Ray or MLflow (CPU:
+    bit-exact)."""
+    summary = run_trial(validate_sweep(spec, "spec").trial_config(params), reference)
+    rows = read_history(reference / "metrics.jsonl")
+    for key in EPOCH_KEYS:
+        assert history(c, run.info.run_id, key) == [float(r[key]) for r in rows], key
+    for key in ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc"):
+        assert run.data.metrics[key] == float(summary[key]), key
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. a trial's worker process killed
 
@@ -135,13 +146,7 @@ def test_killed_trial_worker_restarts_to_the_uninterrupted_result(tmp_path):
     epochs = ray_epochs(tmp_path, "worker_killed", run.data.tags["mixup_sweep.trial_id"])
     assert epochs.count(1) == 1 and epochs.count(12) == 1  # resumed from a checkpoint, not from scratch
 
-    reference = tmp_path / "uninterrupted"
-    summary = run_trial(validate_sweep(spec, "spec").trial_config({"mixup.stop_epoch": 5}), reference)
-    rows = read_history(reference / "metrics.jsonl")
-    for key in EPOCH_KEYS:
-        assert history(c, run.info.run_id, key) == [float(r[key]) for r in rows], key
-    for key in ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc"):
-        assert run.data.metrics[key] == float(summary[key]), key
+    assert_uninterrupted_numbers(c, run, spec, {"mixup.stop_epoch": 5}, tmp_path / "uninterrupted")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,11 +199,7 @@ def test_resume_when_ray_deleted_the_checkpoint_its_saved_state_names(tmp_path):
     c = client(tmp_path)
     _, (run,) = assert_sweep_intact(c, "stale", 1, epochs)
     assert run.info.status == "FINISHED"
-    reference = tmp_path / "uninterrupted"
-    run_trial(validate_sweep(spec, "spec").trial_config({"mixup.stop_epoch": 5}), reference)
-    rows = read_history(reference / "metrics.jsonl")
-    for key in ("train_loss", "val_acc", "test_acc"):
-        assert history(c, run.info.run_id, key) == [float(r[key]) for r in rows], key
+    assert_uninterrupted_numbers(c, run, spec, {"mixup.stop_epoch": 5}, tmp_path / "uninterrupted")
 
 
 def test_concurrent_sweeps_survive_a_killed_driver_and_resume_to_the_uninterrupted_answer(tmp_path):
