@@ -12,6 +12,7 @@ MLflow before Ray saw the checkpoint, and `TrialRun` skips epochs it already has
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -36,8 +37,8 @@ def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
     try:
         with fs.open_input_stream(f"{directory}/{HISTORY_FILE}") as f:
             lines = [line for line in f.read().decode().splitlines() if line.strip()]
-        return int(re.search(r'"epoch":\s*(\d+)', lines[-1]).group(1)) if lines else 0
-    except (OSError, AttributeError):
+        return int(json.loads(lines[-1])["epoch"]) if lines else 0
+    except (OSError, ValueError, KeyError):
         return 0
 
 
