@@ -11,9 +11,10 @@ runs on its own. Cost per group: T + sum(T - E) epochs instead of T per trial; a
 when that is cheaper.
 
 Everything runs as Ray Tune trials (resources, concurrency, restarts and `resume` as usual):
-  * `BranchingSearcher` suggests trunks first, then stop_epoch-0 trials and branches; a branch only once
-    its branch point exists (the trunk reported epoch >= E, or the point is found on storage after a
-    resume). Its state is saved with the experiment, so `resume` suggests nothing twice.
+  * `GridSearcher` (grid_searcher.py) suggests trunks first, then stop_epoch-0 trials and branches; a
+    branch only once its branch point exists (the trunk reported epoch >= E, or the point is found on
+    storage after a resume). On `resume` it agrees with the trials Ray restored (search_recovery.py),
+    so nothing is suggested twice and nothing lost is skipped.
   * The trunk copies its checkpoint at each branch epoch to
     `{experiment}/branch_points/{group}/epoch_EEEE/` (pyarrow.fs: a local path or s3://...) and then
     writes `_COMPLETE`, all *before* reporting that epoch to Ray. A point that is complete is never
@@ -31,15 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import pickle
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from ray.tune.search import Searcher
 
 from .spec import Sweep
 from .tracking import ROLE_TAG, find_trial_run
@@ -80,12 +78,6 @@ class PlannedTrial:
 
 def sharing_applies(sweep: Sweep) -> bool:
     return bool(sweep.spec.share_prefix and sweep.spec.optuna is None and STOP_KEY in sweep.grid_keys)
-
-
-def uses_branching(sweep: Sweep) -> bool:
-    """Whether the sweep runs with the BranchingSearcher: sharing applies and some group has a trunk
-    (otherwise it is an ordinary grid sweep)."""
-    return sharing_applies(sweep) and any(t.kind == "trunk" for t in plan_trials(sweep))
 
 
 def ignored_note(sweep: Sweep) -> Optional[str]:
@@ -191,95 +183,6 @@ def local_branch_point(root: str, group: str, epoch: int, stack: contextlib.Exit
     local = stack.enter_context(tempfile.TemporaryDirectory(prefix="branch_point_"))
     pyarrow.fs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
     return Path(local)
-
-
-# ---------------------------------------------------------------------------------------------
-# Driver side: the searcher
-
-
-class BranchingSearcher(Searcher):
-    """Suggests the planned trials: trunks first; a branch once its branch point exists."""
-
-    FS_POLL_S = 1.0
-
-    def __init__(self, plan: list[PlannedTrial], branch_root: str, metric: str, mode: str):
-        super().__init__(metric=metric, mode=mode)
-        self.plan = plan
-        self.branch_root = branch_root
-        self.suggested: dict[int, str] = {}  # plan index -> Ray trial id
-        self.trunk_trials: dict[str, str] = {}  # group -> trunk trial id
-        self.trunk_epoch: dict[str, int] = {}  # group -> largest epoch the trunk reported
-        self.orphaned: set[str] = set()  # groups whose trunk failed for good
-        self._last_poll = 0.0
-
-    def _ready(self, t: PlannedTrial) -> bool:
-        if t.group in self.orphaned or self.trunk_epoch.get(t.group, 0) >= t.epoch:
-            return True
-        if t.group not in self.trunk_trials:
-            return False
-        # After a resume the trunk may have finished already (no more results): look on storage.
-        now = time.monotonic()
-        if now - self._last_poll < self.FS_POLL_S:
-            return False
-        self._last_poll = now
-        if branch_point_exists(self.branch_root, t.group, t.epoch):
-            self.trunk_epoch[t.group] = max(self.trunk_epoch.get(t.group, 0), t.epoch)
-            return True
-        return False
-
-    def _pick(self) -> Optional[int]:
-        """Trunks first (branches wait for them), then the longest trial that can start: longest first
-        keeps the slots busy to the end instead of leaving one long trial running alone."""
-        pending = [i for i in range(len(self.plan)) if i not in self.suggested]
-        trunks = [i for i in pending if self.plan[i].kind == "trunk"]
-        if trunks:
-            return trunks[0]
-        ready = [i for i in pending if self.plan[i].kind == "single"]
-        ready += [i for i in pending if self.plan[i].kind == "branch" and self._ready(self.plan[i])]
-        return max(ready, key=lambda i: (self.plan[i].epochs, -i)) if ready else None
-
-    def suggest(self, trial_id: str):
-        if len(self.suggested) == len(self.plan):
-            return Searcher.FINISHED
-        i = self._pick()
-        if i is None:
-            return None  # branches wait for their trunk
-        t = self.plan[i]
-        self.suggested[i] = trial_id
-        config = {**ray_config(t), SLOT_KEY: i}
-        if t.kind == "trunk":
-            self.trunk_trials[t.group] = trial_id
-            config[SHARE_KEY]["root"] = self.branch_root
-        elif t.kind == "branch":
-            if t.group in self.orphaned and not branch_point_exists(self.branch_root, t.group, t.epoch):
-                del config[SHARE_KEY]  # no trunk to branch from: train from scratch (same result)
-            else:
-                config[SHARE_KEY].update(root=self.branch_root, trunk_trial_id=self.trunk_trials[t.group])
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        for group, tid in self.trunk_trials.items():
-            if tid == trial_id and "epoch" in result:
-                self.trunk_epoch[group] = max(self.trunk_epoch.get(group, 0), int(result["epoch"]))
-
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if error:
-            self.orphaned.update(g for g, tid in self.trunk_trials.items() if tid == trial_id)
-
-    def get_state(self) -> dict:
-        return {k: getattr(self, k) for k in ("suggested", "trunk_trials", "trunk_epoch", "orphaned")}
-
-    def set_state(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, v)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
 
 
 # ---------------------------------------------------------------------------------------------

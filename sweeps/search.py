@@ -1,23 +1,26 @@
-"""From a validated sweep to Ray Tune's search: the param space, the searcher and the scheduler.
+"""From a validated sweep to Ray Tune's search: the searcher, the concurrency limit and the scheduler.
 
-Grid only: one `tune.grid_search` over the explicit grid points (see `Sweep.grid_points`), under the
-config key `grid_point`: the same trials, in the same order, as `--dry-run` lists, also for a list of grids.
-With prefix sharing (branching.py): a `BranchingSearcher` suggests the same grid points (plus trunks)
-under the same `grid_point` key, branches once their trunk's checkpoint exists.
-With `optuna`: Ray's `OptunaSearch` (TPE, seeded) owns the whole space. Ray refuses a `grid_search`
-next to a searcher with its own space, so grid keys become categorical dimensions: Optuna picks among
-their values; `n_trials` is the total number of trials.
+Grid: a `GridSearcher` (grid_searcher.py) suggests the planned trials, each with its grid point under
+the config key `grid_point` and its plan slot: the trials `--dry-run` lists, in its order where they
+are equally long, longest first otherwise (with prefix sharing, branching.py: plus trunks, first, and
+branches once their trunk's checkpoint exists).
+With `optuna`: Ray's `OptunaSearch` (TPE, seeded) owns the whole space; grid keys become categorical
+dimensions (Optuna picks among their values); `n_trials` is the total number of trials.
+Either searcher runs under a concurrency limit (`max_concurrent`) inside a search generator that, on
+`resume`, agrees with the trials Ray restored (search_recovery.py).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .branching import BranchingSearcher, plan_trials, uses_branching
+from .branching import plan_trials
+from .grid_searcher import GridSearcher
+from .search_recovery import ReconcilingConcurrencyLimiter, ReconcilingSearchGenerator
 from .spec import SearchDimension, Sweep
 from .trainable import GRID_POINT, PLANNED_EPOCHS
 
@@ -46,9 +49,9 @@ def make_searcher(sweep: Sweep):
     """Ray's OptunaSearch with a seeded TPE sampler (Optuna's defaults of the installed version)."""
     if sweep.spec.optuna is None:
         return None
-    from ray.tune.search.optuna import OptunaSearch
+    from .optuna_search import KnowingOptunaSearch
 
-    return OptunaSearch(
+    return KnowingOptunaSearch(
         space=optuna_space(sweep),
         metric=sweep.spec.metric,
         mode=sweep.spec.mode,
@@ -94,9 +97,7 @@ def asha_rung_epochs(sweep: Sweep) -> frozenset[int]:
 
 
 def param_space(sweep: Sweep) -> dict[str, Any]:
-    if sweep.spec.optuna is not None or uses_branching(sweep):
-        return {}  # the searcher owns the space
-    return {GRID_POINT: tune.grid_search(sweep.grid_points())}
+    return {}  # the searcher owns the space: a grid point or Optuna's pick arrives with each suggestion
 
 
 def parameter_columns(sweep: Sweep) -> dict[str, str]:
@@ -112,25 +113,21 @@ def trial_dirname(trial) -> str:
 
 def ray_trial_count(sweep: Sweep) -> int:
     """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks)."""
-    return len(plan_trials(sweep)) if uses_branching(sweep) else sweep.n_trials
+    return sweep.spec.optuna.n_trials if sweep.spec.optuna else len(plan_trials(sweep))
 
 
-def tune_config(sweep: Sweep, branch_root: Optional[str] = None) -> tune.TuneConfig:
+def tune_config(sweep: Sweep, branch_root: str) -> tune.TuneConfig:
     """`branch_root`: where trunks leave their branch points (the experiment's branch_points/)."""
-    searcher: Optional[Any] = make_searcher(sweep)
-    num_samples = sweep.spec.optuna.n_trials if sweep.spec.optuna else 1
-    if uses_branching(sweep):
-        assert branch_root is not None
-        plan = plan_trials(sweep)
-        searcher = BranchingSearcher(plan, branch_root, sweep.spec.metric, sweep.spec.mode)
-        num_samples = len(plan)
+    if sweep.spec.optuna is not None:
+        searcher: Any = make_searcher(sweep)
+    else:
+        searcher = GridSearcher(plan_trials(sweep), branch_root, sweep.spec.metric, sweep.spec.mode)
     return tune.TuneConfig(
         metric=sweep.spec.metric,
         mode=sweep.spec.mode,
-        search_alg=searcher,
+        search_alg=ReconcilingSearchGenerator(ReconcilingConcurrencyLimiter(searcher, sweep.spec.max_concurrent)),
         scheduler=make_scheduler(sweep),
-        num_samples=num_samples,
-        max_concurrent_trials=sweep.spec.max_concurrent,
+        num_samples=ray_trial_count(sweep),
         # Reused worker processes keep torch/MLflow imported: on small trials that start-up dominates.
         reuse_actors=True,
         trial_dirname_creator=trial_dirname,
