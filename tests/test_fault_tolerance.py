@@ -9,6 +9,7 @@ real MLflow SQLite store and a real `mlflow server`), on tiny CPU trials.
 - Ray's saved state damaged the ways a killed driver leaves it (a checkpoint it names already deleted;
   the trials' state and the searcher's state saved at different moments): `resume` still runs every
   trial exactly once, to the numbers of an uninterrupted run;
+- an Optuna sweep's driver SIGKILLed mid-trial: `resume` ends with exactly `n_trials` trials;
 - the MLflow server stopped mid-sweep (two sweeps logging to it) and restarted on the same port and
   backend: MLflow's HTTP retries carry the logging over the gap, no metric dropped or duplicated;
 - a worker node of the local cluster killed mid-sweep: its trials finish on the remaining node.
@@ -271,6 +272,37 @@ def test_resume_when_search_and_trial_state_were_saved_at_different_moments(tmp_
     for seed, run in by_seed.items():
         assert run.info.status == "FINISHED"
         assert_uninterrupted_numbers(c, run, spec, {"seed": seed}, tmp_path / f"uninterrupted_{seed}")
+
+
+def test_killed_optuna_sweep_resumes_to_exactly_n_trials(tmp_path):
+    """An Optuna sweep whose driver is SIGKILLed mid-trial: `resume` continues the interrupted trial in
+    its MLflow run and ends with exactly `n_trials` trials, each with one FINISHED run and every epoch
+    once; the searcher, restored with Ray's state, hands out only the trials still missing."""
+    epochs, n_trials = 20, 3
+    spec = tiny_spec("tpe", trial=trial_with(1000, epochs), grid={"seed": [0, 1]}, max_concurrent=1,
+                     optuna={"n_trials": n_trials, "seed": 5, "space": {
+                         "mixup.alpha": {"type": "float", "low": 0.2, "high": 2.0, "log": True}}})
+    write_spec(tmp_path, spec)
+    db = tmp_path / "mlflow.db"
+    driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
+    try:
+        wait_for(lambda: (lambda runs: any(s == "FINISHED" for s, _ in runs)
+                          and any(s == "RUNNING" and e >= 2 for s, e in runs))(progress(db, "tpe")),
+                 timeout=180, what="a finished trial and one mid-way")
+        kill_tree(driver)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver)
+    c = client(tmp_path)
+    interrupted = {r.info.run_id for r in sweep_runs(c, "tpe")[1] if r.info.status == "RUNNING"}
+    assert len(interrupted) == 1
+
+    res = run_cli(["resume", "tpe"], cwd=tmp_path, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, children = assert_sweep_intact(c, "tpe", n_trials, epochs)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert interrupted <= {r.info.run_id for r in children}  # continued in its own run
+    assert len({r.data.params["mixup.alpha"] for r in children}) == n_trials
 
 
 def test_concurrent_sweeps_survive_a_killed_driver_and_resume_to_the_uninterrupted_answer(tmp_path):
