@@ -142,7 +142,7 @@ class TrialRunCloser(tune.Callback):
     def __getstate__(self):  # pickled into Ray's experiment state: no live client
         return {**self.__dict__, "_client": None}
 
-    def _close(self, trial, status: str, tags: dict[str, str]) -> None:
+    def _close(self, trial, status: str, tags: dict[str, str], summarize: bool = False) -> None:
         if self._client is None:
             self._client = tracking.client_for(self.tracking_uri)
         run = tracking.find_trial_run(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
@@ -150,11 +150,14 @@ class TrialRunCloser(tune.Callback):
             return
         for key, value in tags.items():
             self._client.set_tag(run.info.run_id, key, value)
+        if summarize:
+            tracking.log_summary_of_logged_epochs(self._client, run, (trial.last_result or {}).get("time_total_s", 0.0))
         self._client.set_terminated(run.info.run_id, status=status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epoch = (trial.last_result or {}).get("epoch")
-        self._close(trial, "FINISHED", {"mixup_sweep.stopped_early": f"stopped by the scheduler after epoch {epoch}"})
+        self._close(trial, "FINISHED", {"mixup_sweep.stopped_early": f"stopped by the scheduler after epoch {epoch}"},
+                    summarize=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, "FAILED", {tracking.ERROR_TAG: "the trial process failed (see error.txt in its Ray trial directory)"})

@@ -278,6 +278,20 @@ class TrialRun:
             self.client.set_terminated(self.run_id, status=status)
 
 
+def log_summary_of_logged_epochs(client, run, wall_s: float) -> None:
+    """The summary metrics of a trial that could not log its own (stopped by ASHA), from the epochs it
+    logged: best epoch and accuracies over the epochs it trained, `epochs` = how many that was."""
+    from mixup_core.trial import summarize
+
+    rows: dict[int, dict[str, Any]] = {}
+    for key in ("val_acc", "test_acc"):
+        for m in client.get_metric_history(run.info.run_id, key):
+            rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
+    history = [rows[e] for e in sorted(rows) if "test_acc" in rows[e]]
+    if history:
+        TrialRun(client, run.info.run_id, history[-1]["epoch"]).log_summary(summarize(history, len(history), wall_s))
+
+
 def _last_logged_step(client, run) -> int:
     last = 0
     for key in run.data.metrics:
