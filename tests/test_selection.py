@@ -3,7 +3,7 @@
 The stores are built with the real MLflow client in exactly the sweep layout (design.md): a parent run
 tagged mixup_sweep.role=sweep, child runs with mlflow.parentRunId / role=trial / trial_id, string params,
 per-epoch metrics at step=epoch and step-less summary metrics. The expected selection is recomputed here
-from what MLflow holds, independently of sweeps.selection.
+from what MLflow holds, independently of sweeps.selection and sweeps.best.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from sweeps import selection
-from sweeps.selection import TrialRecord, group_trials, run_best, select
+from sweeps.best import print_selection_after_sweep, run_best
+from sweeps.selection import SelectionError, TrialRecord, group_trials, select
 
 EPOCHS = 6
 SEED_NOISE = {0: -0.010, 1: 0.000, 2: 0.012}
@@ -306,7 +306,7 @@ def test_default_store_follows_mlflow_tracking_uri(store, tmp_path, monkeypatch,
 
 
 def test_print_selection_after_sweep(store, capsys):
-    selection.print_selection_after_sweep("es", store["uri"], store["parent"])
+    print_selection_after_sweep("es", store["uri"], store["parent"])
     out = capsys.readouterr().out
     assert "Best stop_epoch: 4" in out and "selection/selection.json" in out
     assert len(MlflowClient(store["uri"]).get_metric_history(store["parent"], "best_stop_epoch")) == 1
@@ -320,7 +320,7 @@ def test_best_in_a_fresh_process(store):
         ok = [exe, "best", "es", "--json", "--tracking-uri", store["uri"]]
         bad = [exe, "best", "nope", "--tracking-uri", store["uri"]]
     else:
-        call = "import sys; from sweeps.selection import run_best; sys.exit(run_best({!r}, {!r}, True))"
+        call = "import sys; from sweeps.best import run_best; sys.exit(run_best({!r}, {!r}, True))"
         ok = [sys.executable, "-c", call.format("es", store["uri"])]
         bad = [sys.executable, "-c", call.format("nope", store["uri"])]
     proc = subprocess.run(ok, capture_output=True, text=True, timeout=120)
@@ -370,6 +370,6 @@ def test_single_seeds_cannot_judge_noise_and_missing_metric_is_excluded():
     assert sel.best_stop_epoch == 2 and sel.best.metric.std is None
     assert sel.overall.within_noise is None
     assert {e.trial_id: e.reason for e in sel.excluded} == {"c": "no 'val_acc' metric logged", "d": "KILLED"}
-    with pytest.raises(selection.SelectionError) as err:
+    with pytest.raises(SelectionError) as err:
         select(group_trials([_rec("x", 0, 0, 0.5, status="FAILED")]), "val_acc", "max")
     assert err.value.exit_code == 1
