@@ -237,7 +237,6 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
     _fit(client, parent_run_id, address, lambda: tune.Tuner(
         _trainable(sweep, context),
-        param_space=search.param_space(sweep),
         tune_config=search.tune_config(sweep, branch_root=f"{path}/branch_points"),
         run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
     ))

@@ -96,10 +96,6 @@ def asha_rung_epochs(sweep: Sweep) -> frozenset[int]:
     return frozenset(math.ceil(asha.grace_period * asha.reduction_factor**k) for k in range(rungs))
 
 
-def param_space(sweep: Sweep) -> dict[str, Any]:
-    return {}  # the searcher owns the space: a grid point or Optuna's pick arrives with each suggestion
-
-
 def parameter_columns(sweep: Sweep) -> dict[str, str]:
     """Progress-table columns: flattened config key -> shown name."""
     prefix = "" if sweep.spec.optuna is not None else f"{GRID_POINT}/"
@@ -113,7 +109,7 @@ def trial_dirname(trial) -> str:
 
 def ray_trial_count(sweep: Sweep) -> int:
     """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks)."""
-    return sweep.spec.optuna.n_trials if sweep.spec.optuna else len(plan_trials(sweep))
+    return sweep.n_trials if sweep.spec.optuna else len(plan_trials(sweep))
 
 
 def tune_config(sweep: Sweep, branch_root: str) -> tune.TuneConfig:

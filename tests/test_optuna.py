@@ -11,7 +11,7 @@ import optuna
 import pytest
 from sweep_support import client, run_cli, steps, sweep_runs, tiny_spec, write_spec
 
-from sweeps.search import make_searcher, optuna_space, param_space
+from sweeps.search import make_searcher, optuna_space
 from sweeps.spec import validate_sweep
 
 
@@ -71,12 +71,11 @@ def test_ray_optuna_search_runs_optuna5_tpe_seeded_and_reproducibly():
     assert drive(make_searcher(optuna_sweep(seed=8)), 14) != first
 
 
-def test_grid_keys_become_categorical_dimensions_and_no_grid_search():
+def test_grid_keys_become_categorical_dimensions():
     sweep = optuna_sweep()
     space = optuna_space(sweep)
     assert space["seed"] == optuna.distributions.CategoricalDistribution([0, 1])
     assert space["mixup.alpha"] == optuna.distributions.FloatDistribution(0.1, 4.0, log=True)
-    assert param_space(sweep) == {}  # Ray refuses grid_search next to a searcher with its own space
 
 
 def test_optuna_refuses_nan_so_diverged_trials_report_the_worst_value():
