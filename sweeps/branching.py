@@ -224,28 +224,9 @@ def shared_run_name(config: dict[str, Any], name: str) -> str:
     return name
 
 
-def _drop_lost_runs(run, slot: int, experiment_id: str, parent_run_id: str) -> None:
-    """A driver killed between suggesting a trial and saving Ray's experiment state loses that trial
-    (and the searcher's record of it, saved with the same state): `resume` suggests the slot again,
-    under a new trial id. The lost trial's child run (its process died with the driver) is deleted,
-    so each planned trial keeps exactly one run."""
-    from .tracking import PARENT_TAG, TRIAL_ID_TAG
-
-    mine = run.client.get_run(run.run_id).data.tags.get(TRIAL_ID_TAG)
-    others = run.client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{SLOT_TAG}` = '{slot}'",
-        max_results=100,
-    )
-    for other in others:
-        if other.data.tags.get(TRIAL_ID_TAG) != mine:
-            run.client.delete_run(other.info.run_id)
-
-
 def tag_shared_run(run, config: dict[str, Any], experiment_id: str, parent_run_id: str) -> None:
     if SLOT_KEY in config:
         run.set_tags({SLOT_TAG: str(config[SLOT_KEY])})
-        _drop_lost_runs(run, config[SLOT_KEY], experiment_id, parent_run_id)
     share = config.get(SHARE_KEY)
     if not share:
         return

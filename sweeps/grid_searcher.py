@@ -97,8 +97,8 @@ class GridSearcher(Searcher):
 
     def reconcile(self, trials) -> None:
         """Make the record agree with the trials Ray restored (`search_recovery.RestoredTrial`s): a slot is
-        suggested iff a restored trial fills it. A slot whose trial Ray lost is suggested again (its
-        orphaned MLflow run is dropped when the new trial starts); a restored trial this record missed
+        suggested iff a restored trial fills it. A slot whose trial Ray lost is suggested again (`resume`
+        deleted its orphaned MLflow run); a restored trial this record missed
         is not suggested twice. What the record says about a trunk holds only for the same trial."""
         self.suggested = {int(t.config[SLOT_KEY]): t.trial_id for t in trials if SLOT_KEY in t.config}
         trunks = {self.plan[i].group: tid for i, tid in self.suggested.items() if self.plan[i].kind == "trunk"}

@@ -24,6 +24,7 @@ from mixup_core.config import ConfigError
 
 from . import search, tracking
 from .branching import ignored_note as ignored_share_note
+from .search_recovery import restored_trials
 from .spec import Sweep, metric_available, validate_sweep
 from .trainable import SweepContext, train_trial
 
@@ -266,6 +267,12 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
     sweep = validate_sweep(yaml.safe_load(tracking.read_sweep_spec(client, parent_run_id)), f"{name} (spec.yaml of run {parent_run_id})")
     client.update_run(parent_run_id, status="RUNNING")
     print(f"MLflow: resuming experiment {name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
+    restored = restored_trials(path)
+    if restored is not None:
+        lost = tracking.delete_runs_of_lost_trials(client, experiment_id, parent_run_id, {t.trial_id for t in restored})
+        if lost:
+            print(f"note: deleted {lost} MLflow run(s) of trial(s) lost with the driver before Ray saved them; "
+                  f"their places in the sweep run again", file=sys.stderr)
     context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
     # Errored trials continue from their last checkpoint (resume_errored), not from scratch.
     _fit(client, parent_run_id, address, lambda: tune.Tuner.restore(

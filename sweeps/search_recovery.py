@@ -35,15 +35,18 @@ class RestoredTrial:
 
 
 def restored_trials(directory: str) -> Optional[list[RestoredTrial]]:
-    """The trials of the newest experiment state in `directory`, as Ray reads it (None if there is none)."""
+    """The trials of the newest experiment state in `directory` (a local path or a URI), as Ray reads
+    it on restore (None if there is none)."""
+    from ray.train._internal.storage import get_fs_and_path
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
     from ray.tune.utils.serialization import _loads_with_cloudpickle
 
-    path = _find_newest_experiment_checkpoint(directory)
+    fs, fs_path = get_fs_and_path(directory)
+    path = _find_newest_experiment_checkpoint(fs_path, fs=fs)
     if path is None:
         return None
-    with open(path, "rb") as f:
-        state = _loads_with_cloudpickle(f.read())
+    with fs.open_input_stream(path) as f:
+        state = _loads_with_cloudpickle(f.readall())
     trials = []
     for json_state, _ in state["trial_data"]:
         trial = _loads_with_cloudpickle(json_state)

@@ -197,6 +197,19 @@ def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str
                       f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'", "ASC")
 
 
+def delete_runs_of_lost_trials(client, experiment_id: str, parent_run_id: str, ray_trial_ids: set[str]) -> int:
+    """A driver killed between starting a trial and Ray's next save of its experiment state (every ~10 s)
+    loses that trial: Ray never runs it again, and the searcher hands its place out again under a new
+    trial id. Its child run would stay RUNNING for ever, one run too many: delete (MLflow: soft-delete)
+    the child runs of this sweep whose trial Ray's restored state does not have. Returns how many."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=50_000)
+    lost = [r for r in runs if TRIAL_ID_TAG in r.data.tags and r.data.tags[TRIAL_ID_TAG] not in ray_trial_ids]
+    for run in lost:
+        client.delete_run(run.info.run_id)
+    return len(lost)
+
+
 # ---------------------------------------------------------------------------------------------
 # Trial side: one child run
 

@@ -9,7 +9,8 @@ real MLflow SQLite store and a real `mlflow server`), on tiny CPU trials.
 - Ray's saved state damaged the ways a killed driver leaves it (a checkpoint it names already deleted;
   the trials' state and the searcher's state saved at different moments): `resume` still runs every
   trial exactly once, to the numbers of an uninterrupted run;
-- an Optuna sweep's driver SIGKILLed mid-trial: `resume` ends with exactly `n_trials` trials;
+- an Optuna sweep's driver SIGKILLed mid-trial, that trial unknown to Ray's saved state: `resume`
+  deletes its orphaned run and ends with exactly `n_trials` trials;
 - the MLflow server stopped mid-sweep (two sweeps logging to it) and restarted on the same port and
   backend: MLflow's HTTP retries carry the logging over the gap, no metric dropped or duplicated;
 - a worker node of the local cluster killed mid-sweep: its trials finish on the remaining node.
@@ -275,17 +276,21 @@ def test_resume_when_search_and_trial_state_were_saved_at_different_moments(tmp_
 
 
 def test_killed_optuna_sweep_resumes_to_exactly_n_trials(tmp_path):
-    """An Optuna sweep whose driver is SIGKILLed mid-trial: `resume` continues the interrupted trial in
-    its MLflow run and ends with exactly `n_trials` trials, each with one FINISHED run and every epoch
-    once; the searcher, restored with Ray's state, hands out only the trials still missing."""
+    """An Optuna sweep whose driver is SIGKILLed mid-trial, with Ray's trial state from before that trial
+    started (a driver killed within Ray's ~10 s between saves loses the trials it started since):
+    `resume` deletes the lost trial's orphaned MLflow run, hands its place out again, and ends with
+    exactly `n_trials` trials, each with one FINISHED run and every epoch once."""
     epochs, n_trials = 20, 3
     spec = tiny_spec("tpe", trial=trial_with(1000, epochs), grid={"seed": [0, 1]}, max_concurrent=1,
                      optuna={"n_trials": n_trials, "seed": 5, "space": {
                          "mixup.alpha": {"type": "float", "low": 0.2, "high": 2.0, "log": True}}})
     write_spec(tmp_path, spec)
-    db = tmp_path / "mlflow.db"
+    db, experiment, snapshot = tmp_path / "mlflow.db", tmp_path / "ray_results" / "tpe", tmp_path / "snapshot"
     driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
     try:
+        wait_for(lambda: len(saved_trials(experiment)) == 1, timeout=180, what="the first trial in Ray's saved state")
+        snapshot.mkdir()
+        copy_state_files(experiment, snapshot, ("experiment_state-*",))
         wait_for(lambda: (lambda runs: any(s == "FINISHED" for s, _ in runs)
                           and any(s == "RUNNING" and e >= 2 for s, e in runs))(progress(db, "tpe")),
                  timeout=180, what="a finished trial and one mid-way")
@@ -293,15 +298,17 @@ def test_killed_optuna_sweep_resumes_to_exactly_n_trials(tmp_path):
     finally:
         if driver.poll() is None:
             kill_tree(driver)
+    copy_state_files(snapshot, experiment, ("experiment_state-*",))  # the mid-way trial: lost to Ray
     c = client(tmp_path)
-    interrupted = {r.info.run_id for r in sweep_runs(c, "tpe")[1] if r.info.status == "RUNNING"}
-    assert len(interrupted) == 1
+    lost = {r.info.run_id for r in sweep_runs(c, "tpe")[1] if r.info.status == "RUNNING"}
+    assert len(lost) == 1
 
     res = run_cli(["resume", "tpe"], cwd=tmp_path, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "deleted 1 MLflow run(s) of trial(s) lost" in res.stderr
     _, children = assert_sweep_intact(c, "tpe", n_trials, epochs)
     assert all(r.info.status == "FINISHED" for r in children)
-    assert interrupted <= {r.info.run_id for r in children}  # continued in its own run
+    assert not lost & {r.info.run_id for r in children}
     assert len({r.data.params["mixup.alpha"] for r in children}) == n_trials
 
 
