@@ -50,7 +50,6 @@ BRANCHED_FROM_TAG = "mixup_sweep.branched_from"
 BRANCH_EPOCH_TAG = "mixup_sweep.branch_epoch"
 GROUP_TAG = "mixup_sweep.share_group"
 SLOT_KEY = "plan_slot"  # Ray config: the trial's index in the plan (stable for a spec)
-SLOT_TAG = "mixup_sweep.plan_slot"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,8 +224,6 @@ def shared_run_name(config: dict[str, Any], name: str) -> str:
 
 
 def tag_shared_run(run, config: dict[str, Any], experiment_id: str, parent_run_id: str) -> None:
-    if SLOT_KEY in config:
-        run.set_tags({SLOT_TAG: str(config[SLOT_KEY])})
     share = config.get(SHARE_KEY)
     if not share:
         return
