@@ -16,6 +16,11 @@ the same device; anything else may differ. Trials advance in lockstep; a trial r
 checkpoint than the others trains alone (in a smaller pack) until it has caught up, and a trial that
 diverges or finishes leaves the pack. `images_per_s` in a trial's metrics is its own images over the
 pack's training time, so the pack's throughput is the sum over its trials.
+
+Checkpoints are taken jointly: after an epoch, every trial that trained it saves one when any of them is
+due (`trial.checkpoint_due`: its interval, keep_epochs, its last epoch, its reporter's needs), so the
+newest checkpoints of a pack's trials always form one consistent restart point (a runner can persist
+the pack as a whole, see `on_epoch`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -34,7 +39,7 @@ from .datasets import build_dataset
 from .graphed_step import StaticStep, StepGraphs, use_cuda_graphs
 from .mixup import Mixup
 from .reporting import LocalReporter, Reporter
-from .trial import evaluate, feature_learning, new_state, resolve_device, summarize
+from .trial import checkpoint_due, evaluate, feature_learning, new_state, resolve_device, summarize
 
 
 class _PackedTrial:
@@ -68,7 +73,8 @@ class _PackedTrial:
     def running(self) -> bool:
         return self.summary is None and self.state.epoch < self.cfg.train.epochs
 
-    def finish_epoch(self, train_loss: float, lr: float, seen: int, train_s: float, mixing: bool) -> None:
+    def finish_epoch(self, train_loss: float, lr: float, seen: int, train_s: float, mixing: bool,
+                     save: bool) -> None:
         state = self.state
         if not math.isfinite(train_loss):
             self.status = "diverged"
@@ -84,11 +90,14 @@ class _PackedTrial:
         row["images_per_s"] = seen / max(train_s, 1e-9)
         row["elapsed_s"] = state.elapsed_s
         self.history.append(row)
-        ckpt = save_checkpoint(self.ckpt_root, state.epoch, state.to_dict(), self.history, self.config_yaml)
+        ckpt = None
+        if save:
+            ckpt = save_checkpoint(self.ckpt_root, state.epoch, state.to_dict(), self.history, self.config_yaml)
         self.log.write(json.dumps(row) + "\n")
         self.log.flush()
         self.reporter.report(row, ckpt)
-        prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints, self.cfg.train.keep_epochs)
+        if save:
+            prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints, self.cfg.train.keep_epochs)
 
     def close(self) -> dict[str, Any]:
         if self.summary is None:
@@ -111,10 +120,13 @@ def run_packed_trials(
     out_dirs: Sequence[Path],
     reporters: Optional[Sequence[Optional[Reporter]]] = None,
     capture: Optional[bool] = None,
+    on_epoch: Optional[Callable[[int, list[int]], None]] = None,
 ) -> list[dict[str, Any]]:
     """Train `cfgs` together, trial i writing into out_dirs[i] and reporting to reporters[i] (None: a
     LocalReporter, no resume). Returns the summaries in order. capture: graph the packed step (default:
-    on CUDA when every trial's train.cuda_graphs allows it, see graphed_step.use_cuda_graphs)."""
+    on CUDA when every trial's train.cuda_graphs allows it, see graphed_step.use_cuda_graphs).
+    on_epoch(epoch, indices): called once per lockstep epoch, after the trials `indices` trained and
+    reported it (a diverged one is not among them)."""
     if not cfgs:
         return []
     reporters = list(reporters) if reporters is not None else [None] * len(cfgs)
@@ -135,6 +147,7 @@ def run_packed_trials(
         )
     trials = [_PackedTrial(c, d, Path(o), r, device) for c, d, o, r in zip(cfgs, datas, out_dirs, reporters)]
     graphs = StepGraphs(capture)
+    last_checkpoint = time.perf_counter()
     try:
         while True:
             running = [t for t in trials if t.running]
@@ -149,8 +162,14 @@ def run_packed_trials(
             graphs.run([t.program for t in group])
             results = [t.program.end_epoch() for t in group]  # syncs
             train_s = time.perf_counter() - start
+            since = time.perf_counter() - last_checkpoint
+            save = any(checkpoint_due(t.cfg, t.reporter, epoch + 1, since) for t in group)
             for t, (loss, lr, seen), mix in zip(group, results, mixing):
-                t.finish_epoch(loss, lr, seen, train_s, mix)
+                t.finish_epoch(loss, lr, seen, train_s, mix, save)
+            if save:
+                last_checkpoint = time.perf_counter()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, [i for i, t in enumerate(trials) if t in group and t.status != "diverged"])
     finally:
         for t in trials:
             if t.summary is None and not t.log.closed:

@@ -130,6 +130,21 @@ def test_resume_with_trials_at_different_epochs_catches_up(tmp_path):
         assert without_timing(read_jsonl(r / "metrics.jsonl")) == without_timing(read_jsonl(f / "metrics.jsonl"))
 
 
+def test_packed_trials_checkpoint_together_and_the_runner_hears_each_epoch_once(tmp_path):
+    # Only trial 0 asks for a checkpoint at epoch 2; both save one there (and at the end), so their
+    # newest checkpoints are always from the same epoch: one restart point for the whole pack.
+    cfgs = [noise_trial(0, 2), noise_trial(1, None)]
+    cfgs = [validate_trial_config({**c.to_dict(), "train": {**c.to_dict()["train"], "keep_epochs": keep,
+                                                            "checkpoint_interval_s": 3600, "keep_checkpoints": 5}})
+            for c, keep in zip(cfgs, [[2], []])]
+    reporters = [Recorder(tmp_path / f"t{i}") for i in range(2)]
+    heard = []
+    run_packed_trials(cfgs, [tmp_path / "t0", tmp_path / "t1"], reporters, on_epoch=lambda e, ix: heard.append((e, ix)))
+    for r in reporters:
+        assert r.reports == [(1, None), (2, "epoch_0002"), (3, None), (4, "epoch_0004")]
+    assert heard == [(1, [0, 1]), (2, [0, 1]), (3, [0, 1]), (4, [0, 1])]
+
+
 def test_a_diverged_trial_leaves_the_pack_and_says_where(tmp_path):
     base = {"seed": 3, "train": {"epochs": 3, "device": "cpu"}, "mixup": {"stop_epoch": 0}}
     diverging = validate_trial_config({**base, "train": {**base["train"], "lr": 1.0e36}})
