@@ -74,6 +74,10 @@ class PlannedTrial:
                     "is_user_trial": self.is_user_trial}
         return {"role": "branch", "group": self.group, "epoch": self.epoch}
 
+    def ray_config(self) -> dict[str, Any]:
+        share = self.share()
+        return {GRID_POINT: dict(self.point), **({SHARE_KEY: share} if share else {})}
+
 
 def sharing_applies(sweep: Sweep) -> bool:
     return bool(sweep.spec.share_prefix and sweep.spec.optuna is None and STOP_KEY in sweep.grid_keys)
@@ -130,11 +134,6 @@ def plan_trials(sweep: Sweep) -> list[PlannedTrial]:
 
 def plan_cost(plan: list[PlannedTrial]) -> int:
     return sum(t.epochs for t in plan)
-
-
-def ray_config(t: PlannedTrial) -> dict[str, Any]:
-    share = t.share()
-    return {GRID_POINT: dict(t.point), **({SHARE_KEY: share} if share else {})}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,14 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _after_sweep(outcome) -> int:
     if outcome.interrupted:
-        print(f"sweep {outcome.name!r} interrupted: {outcome.remaining} of {outcome.n_trials} trial(s) to go; "
+        print(f"sweep {outcome.name!r} interrupted: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
     from .best import print_selection_after_sweep
 
     print_selection_after_sweep(outcome.name, outcome.tracking_uri, outcome.parent_run_id)
     failed = max(outcome.failed_runs, len(outcome.errored))
-    print(f"sweep {outcome.name!r}: {len(outcome.statuses) - failed} trial(s) finished, {failed} failed; "
+    print(f"sweep {outcome.name!r}: {outcome.finished_runs} trial(s) finished, {failed} failed; "
           f"MLflow run {outcome.parent_run_id}", file=sys.stderr)
     return outcome.exit_code
 
@@ -97,9 +97,10 @@ def _run(args: argparse.Namespace) -> int:
         print(describe(sweep))
         return 0
     _preflight(args)  # a bad URI or address fails here, before anything is created or Ray imported
-    from .preflight import check_trial_data
+    from .preflight import check_local_resources, check_trial_data
 
     check_trial_data(sweep, args.address)
+    check_local_resources(sweep, args.address)
     _keep_embedded_ray_on_loopback(args.address)
     from .runner import run_sweep
 

@@ -1,6 +1,7 @@
 """The searcher of every grid sweep: suggests the planned trials (branching.plan_trials) one at a time.
 
-Without prefix sharing the plan is the grid points in grid order (`--dry-run`'s list). Trunks (prefix
+Without prefix sharing the plan is the grid points in grid order (`--dry-run`'s list); with
+`resources.pack` it is the packs (packs.py), each suggested as one trial. Trunks (prefix
 sharing) go first, as branches wait for them; then the longest trial that can start, equal lengths in
 plan order; a branch only once its branch point exists (the trunk reported epoch >= E, or the point is
 on storage after a resume). Each suggestion
@@ -17,7 +18,8 @@ from typing import Optional
 
 from ray.tune.search import Searcher
 
-from .branching import SHARE_KEY, SLOT_KEY, PlannedTrial, branch_point_exists, ray_config
+from .branching import SHARE_KEY, SLOT_KEY, PlannedTrial, branch_point_exists
+from .packs import PlannedPack
 
 
 class GridSearcher(Searcher):
@@ -25,7 +27,7 @@ class GridSearcher(Searcher):
 
     FS_POLL_S = 1.0
 
-    def __init__(self, plan: list[PlannedTrial], branch_root: str, metric: str, mode: str):
+    def __init__(self, plan: list[PlannedTrial] | list[PlannedPack], branch_root: str, metric: str, mode: str):
         super().__init__(metric=metric, mode=mode)
         self.plan = plan
         self.branch_root = branch_root
@@ -70,7 +72,7 @@ class GridSearcher(Searcher):
             return None  # branches wait for their trunk
         t = self.plan[i]
         self.suggested[i] = trial_id
-        config = {**ray_config(t), SLOT_KEY: i}
+        config = {**t.ray_config(), SLOT_KEY: i}
         if t.kind == "trunk":
             self.trunk_trials[t.group] = trial_id
             config[SHARE_KEY]["root"] = self.branch_root

@@ -47,17 +47,39 @@ def describe(sweep: Sweep) -> str:
 
     points = sweep.grid_points()
     keys = sweep.grid_keys
+    pack_of = _pack_numbers(sweep)
     rows = []
     total = 0
     for i, point in enumerate(points, 1):
         epochs = sweep.trial_config(point).train.epochs
         total += epochs
-        rows.append([str(i), *(_fmt(point[k]) for k in keys), str(epochs)])
-    lines += ["", *_table(rows, ["#", *keys, "epochs"])]
+        rows.append([str(i), *(_fmt(point[k]) for k in keys), str(epochs),
+                     *([str(pack_of[_fingerprint(point)])] if pack_of else [])])
+    lines += ["", *_table(rows, ["#", *keys, "epochs", *(["pack"] if pack_of else [])])]
     bound = "at most " if spec.scheduler is not None else ""
     lines.append(f"total: {len(points)} trials, {bound}{total} epochs")
+    if pack_of:
+        packs = len(set(pack_of.values()))
+        lines.append(f"packed: {packs} pack(s) of up to {res.pack} trials, each one process and one Ray trial with "
+                     f"{res.cpu * res.pack:g} CPU + {res.gpu * res.pack:g} GPU; "
+                     f"{spec.max_concurrent // res.pack} pack(s) at a time")
     lines += _sharing_lines(sweep, total, bound)
     return "\n".join(lines)
+
+
+def _fingerprint(point: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(point, sort_keys=True, default=str)
+
+
+def _pack_numbers(sweep: Sweep) -> dict[str, int]:
+    """Grid point -> its pack's number (1-based, the order packs start in); empty when not packed."""
+    from .packs import pack_plan, packs_trials
+
+    if not packs_trials(sweep):
+        return {}
+    return {_fingerprint(m.point): n for n, pack in enumerate(pack_plan(sweep), 1) for m in pack.members}
 
 
 def _sharing_lines(sweep: Sweep, independent: int, bound: str) -> list[str]:

@@ -116,3 +116,31 @@ def check_trial_data(sweep, address: Optional[str]) -> None:
             load_npz_arrays(path)
         except ConfigError as e:
             raise ConfigError(f"trial.data.root: {e}") from None
+
+
+def check_local_resources(sweep, address: Optional[str]) -> None:
+    """On the embedded Ray (no --address), a trial that asks for more CPUs or GPUs than this machine has
+    would wait for ever (Ray only warns): refuse it up front. A cluster may autoscale: not checked."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    res = sweep.spec.resources
+    cpu, gpu = res.cpu * res.pack, res.gpu * res.pack
+    try:
+        from ray._private.utils import get_num_cpus  # what the embedded Ray will offer (cgroup-aware)
+
+        have_cpu = float(get_num_cpus())
+    except Exception:  # a Ray without it: the plain count
+        have_cpu = float(os.cpu_count() or 1)
+    have_gpu = 0
+    if gpu > 0:
+        import torch
+
+        have_gpu = torch.cuda.device_count()
+    if cpu <= have_cpu and gpu <= have_gpu:
+        return
+    who = f"a pack of {res.pack} trials" if res.pack > 1 else "a trial"
+    raise ConfigError(
+        f"resources: {who} needs {cpu:g} CPU + {gpu:g} GPU, but the embedded Ray on this machine has "
+        f"{have_cpu:g} CPU + {have_gpu} GPU; lower resources.cpu/gpu{'/pack' if res.pack > 1 else ''}, "
+        f"or run on a cluster that has them (--address)"
+    )

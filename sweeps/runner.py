@@ -41,6 +41,8 @@ class SweepOutcome:
     n_trials: int
     statuses: dict[str, str] = field(default_factory=dict)  # as Ray saved them: trial id -> TERMINATED, ...
     failed_runs: int = 0  # FAILED child runs: errored trials and diverged ones (which end normally for Ray)
+    finished_runs: int = 0  # FINISHED trial runs (packed sweeps: a Ray trial trains several)
+    unit: str = "trial(s)"  # what a Ray trial is: "pack(s)" when resources.pack > 1
 
     @property
     def errored(self) -> list[str]:
@@ -146,14 +148,16 @@ class TrialRunCloser(tune.Callback):
     def _close(self, trial, status: str, tags: dict[str, str], summarize: bool = False) -> None:
         if self._client is None:
             self._client = tracking.client_for(self.tracking_uri)
-        run = tracking.find_trial_run(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is None or run.info.status != "RUNNING":
-            return
-        for key, value in tags.items():
-            self._client.set_tag(run.info.run_id, key, value)
-        if summarize:
-            tracking.log_summary_of_logged_epochs(self._client, run, (trial.last_result or {}).get("time_total_s", 0.0))
-        self._client.set_terminated(run.info.run_id, status=status)
+        runs = tracking.find_runs_of_ray_trial(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        for run in runs:
+            if run.info.status != "RUNNING":
+                continue
+            for key, value in tags.items():
+                self._client.set_tag(run.info.run_id, key, value)
+            if summarize:
+                tracking.log_summary_of_logged_epochs(self._client, run,
+                                                      (trial.last_result or {}).get("time_total_s", 0.0))
+            self._client.set_terminated(run.info.run_id, status=status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epoch = (trial.last_result or {}).get("epoch")
@@ -177,7 +181,8 @@ def _progress_reporter(sweep: Sweep):
 
 
 def _trainable(sweep: Sweep, context):
-    resources = {"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu}
+    res = sweep.spec.resources  # per trial; a pack holds what its trials need together
+    resources = {"cpu": res.cpu * res.pack, "gpu": res.gpu * res.pack}
     return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
 
 
@@ -190,18 +195,24 @@ def saved_statuses(path: str) -> dict[str, str]:
 def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
     outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, search.ray_trial_count(sweep),
-                           saved_statuses(path))
+                           saved_statuses(path), unit="pack(s)" if sweep.spec.resources.pack > 1 else "trial(s)")
     if outcome.interrupted:
         # Trials stopped by Ctrl-C keep RUNNING child runs: mark them KILLED (resume reopens them).
         for trial_id in outcome.unfinished:
-            run = tracking.find_trial_run(client, experiment_id, parent_run_id, trial_id)
-            if run is not None and run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, status="KILLED")
+            for run in tracking.find_runs_of_ray_trial(client, experiment_id, parent_run_id, trial_id):
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, status="KILLED")
         client.set_terminated(parent_run_id, status="KILLED")
     else:
         outcome.failed_runs = len(client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FAILED'",
+            max_results=10_000,
+        ))
+        outcome.finished_runs = len(client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and tags.`{tracking.ROLE_TAG}` = 'trial' "
+                          f"and attributes.status = 'FINISHED'",
             max_results=10_000,
         ))
         client.set_tag(parent_run_id, "mixup_sweep.trials_failed", str(outcome.failed_runs))

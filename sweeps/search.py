@@ -18,8 +18,9 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .branching import plan_trials
+from .branching import SLOT_KEY, plan_trials
 from .grid_searcher import GridSearcher
+from .packs import pack_plan, packs_trials
 from .search_recovery import ReconcilingConcurrencyLimiter, ReconcilingSearchGenerator
 from .spec import SearchDimension, Sweep
 from .trainable import GRID_POINT, PLANNED_EPOCHS
@@ -97,7 +98,9 @@ def asha_rung_epochs(sweep: Sweep) -> frozenset[int]:
 
 
 def parameter_columns(sweep: Sweep) -> dict[str, str]:
-    """Progress-table columns: flattened config key -> shown name."""
+    """Progress-table columns: flattened config key -> shown name (a packed sweep: the pack's number)."""
+    if packs_trials(sweep):
+        return {SLOT_KEY: "pack"}
     prefix = "" if sweep.spec.optuna is not None else f"{GRID_POINT}/"
     return {f"{prefix}{k}": k for k in sweep.varying_keys}
 
@@ -107,9 +110,21 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def planned_ray_trials(sweep: Sweep):
+    """A grid sweep's Ray trials: the packs (resources.pack > 1), else the planned trials (with prefix
+    sharing: trunks and branches)."""
+    return pack_plan(sweep) if packs_trials(sweep) else plan_trials(sweep)
+
+
 def ray_trial_count(sweep: Sweep) -> int:
-    """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks)."""
-    return sweep.n_trials if sweep.spec.optuna else len(plan_trials(sweep))
+    """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks;
+    packed: one per pack)."""
+    return sweep.n_trials if sweep.spec.optuna else len(planned_ray_trials(sweep))
+
+
+def concurrent_ray_trials(sweep: Sweep) -> int:
+    """max_concurrent counts trials; a pack is `resources.pack` of them (the spec ensures >= 1 pack)."""
+    return sweep.spec.max_concurrent // sweep.spec.resources.pack
 
 
 def tune_config(sweep: Sweep, branch_root: str) -> tune.TuneConfig:
@@ -117,11 +132,11 @@ def tune_config(sweep: Sweep, branch_root: str) -> tune.TuneConfig:
     if sweep.spec.optuna is not None:
         searcher: Any = make_searcher(sweep)
     else:
-        searcher = GridSearcher(plan_trials(sweep), branch_root, sweep.spec.metric, sweep.spec.mode)
+        searcher = GridSearcher(planned_ray_trials(sweep), branch_root, sweep.spec.metric, sweep.spec.mode)
     return tune.TuneConfig(
         metric=sweep.spec.metric,
         mode=sweep.spec.mode,
-        search_alg=ReconcilingSearchGenerator(ReconcilingConcurrencyLimiter(searcher, sweep.spec.max_concurrent)),
+        search_alg=ReconcilingSearchGenerator(ReconcilingConcurrencyLimiter(searcher, concurrent_ray_trials(sweep))),
         scheduler=make_scheduler(sweep),
         num_samples=ray_trial_count(sweep),
         # Reused worker processes keep torch/MLflow imported: on small trials that start-up dominates.

@@ -88,8 +88,11 @@ class OptunaSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0)  # per trial
+    gpu: float = Field(0.0, ge=0)  # per trial; a fraction shares a GPU
+    # Trials trained together in one process, on one device (mixup_core/packing.py): one Ray trial
+    # per pack, holding pack x (cpu, gpu). 1 = every trial its own process.
+    pack: int = Field(1, ge=1)
 
 
 class AshaSpec(_Strict):
@@ -352,6 +355,8 @@ def _check_sweep(sweep: Sweep) -> None:
 
     _check_metric(spec, configs)
     _check_resources(spec, configs)
+    if spec.resources.pack > 1:
+        _check_pack(sweep, configs)
     if spec.scheduler is not None:
         _check_asha(sweep, spec.scheduler, configs)
 
@@ -464,6 +469,27 @@ def _check_resources(spec: SweepSpec, configs: list[TrialConfig]) -> None:
         raise ConfigError(f"resources.gpu: above 1 it must be a whole number of GPUs (got {gpu:g}); fractions only below 1")
     if gpu == 0 and any(c.train.device == "cuda" for c in configs):
         raise ConfigError("resources.gpu: 0, but trial train.device=cuda; give trials a GPU (resources.gpu > 0) or use train.device: auto")
+
+
+def _check_pack(sweep: Sweep, configs: list[TrialConfig]) -> None:
+    """What a pack (one Ray trial training several trials in one process) cannot do."""
+    spec = sweep.spec
+    pack, gpu = spec.resources.pack, spec.resources.gpu
+    where = f"resources.pack: {pack}"
+    if spec.optuna is not None:
+        raise ConfigError(f"{where} needs a grid sweep: Optuna suggests one trial at a time (allowed with optuna: pack 1)")
+    if spec.scheduler is not None:
+        raise ConfigError(f"{where}: ASHA stops trials one by one, but a pack is one Ray trial "
+                          f"(allowed with a scheduler: pack 1; or drop the scheduler)")
+    if spec.share_prefix and "mixup.stop_epoch" in sweep.grid_keys:
+        raise ConfigError(f"{where}: packed trials do not share Mixup prefixes; set share_prefix: false "
+                          f"(prefix sharing saves epochs, packing fills a GPU: pick one)")
+    if gpu * pack > 1:
+        raise ConfigError(f"{where} trials at resources.gpu: {gpu:g} each need {gpu * pack:g} GPUs, but a pack "
+                          f"trains on one device (allowed: pack x gpu <= 1, e.g. gpu: {1 / pack:g})")
+    if spec.max_concurrent < pack:
+        raise ConfigError(f"max_concurrent: {spec.max_concurrent} is below {where} (a pack trains {pack} trials at "
+                          f"once); allowed: max_concurrent >= {pack}")
 
 
 def _stop_epochs(sweep: Sweep) -> list[int]:

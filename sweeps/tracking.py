@@ -5,7 +5,9 @@
       artifact spec.yaml and as params; tag mixup_sweep.storage = the Ray experiment path, which is how
       `resume` finds this run again
   child run (one per trial, created by the trial itself): tags mlflow.parentRunId, mixup_sweep.role=trial,
-      mixup_sweep.trial_id (Ray's trial id, stable across restarts and `resume`); params = the flattened
+      mixup_sweep.trial_id (Ray's trial id, stable across restarts and `resume`; a packed trial's:
+      "<Ray trial id>-<member>"), mixup_sweep.ray_trial_id (the Ray trial that trains it, its pack's
+      when packed, see packs.py); params = the flattened
       trial configuration; per-epoch metrics with step=epoch; summary metrics (no step); artifacts
       config.yaml, metrics.jsonl, summary.json and checkpoint/ (the final checkpoint); status FINISHED, or
       FAILED with tag mixup_sweep.error.
@@ -38,6 +40,7 @@ from mixup_core.config import ConfigError, flatten
 
 ROLE_TAG = "mixup_sweep.role"
 TRIAL_ID_TAG = "mixup_sweep.trial_id"
+RAY_TRIAL_TAG = "mixup_sweep.ray_trial_id"
 ERROR_TAG = "mixup_sweep.error"
 STORAGE_TAG = "mixup_sweep.storage"
 PARENT_TAG = "mlflow.parentRunId"
@@ -197,6 +200,18 @@ def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str
                       f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'", "ASC")
 
 
+def find_runs_of_ray_trial(client, experiment_id: str, parent_run_id: str, ray_trial_id: str) -> list:
+    """The child runs one Ray trial trains (one, or a pack's members). Runs made before the
+    ray_trial_id tag existed are found by their trial id."""
+    where = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RAY_TRIAL_TAG}` = '{ray_trial_id}' and {where}",
+                              max_results=10_000)
+    if runs:
+        return runs
+    legacy = find_trial_run(client, experiment_id, parent_run_id, ray_trial_id)
+    return [legacy] if legacy is not None else []
+
+
 def delete_runs_of_lost_trials(client, experiment_id: str, parent_run_id: str, ray_trial_ids: set[str]) -> int:
     """A driver killed between starting a trial and Ray's next save of its experiment state (every ~10 s)
     loses that trial: Ray never runs it again, and the searcher hands its place out again under a new
@@ -204,7 +219,8 @@ def delete_runs_of_lost_trials(client, experiment_id: str, parent_run_id: str, r
     the child runs of this sweep whose trial Ray's restored state does not have. Returns how many."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                               max_results=50_000)
-    lost = [r for r in runs if TRIAL_ID_TAG in r.data.tags and r.data.tags[TRIAL_ID_TAG] not in ray_trial_ids]
+    lost = [r for r in runs if TRIAL_ID_TAG in r.data.tags
+            and r.data.tags.get(RAY_TRIAL_TAG, r.data.tags[TRIAL_ID_TAG]) not in ray_trial_ids]
     for run in lost:
         client.delete_run(run.info.run_id)
     return len(lost)
@@ -229,7 +245,9 @@ class TrialRun:
 
     @classmethod
     def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
-             params: dict[str, Any]) -> "TrialRun":
+             params: dict[str, Any], ray_trial_id: Optional[str] = None) -> "TrialRun":
+        """The run of `trial_id`, created or (a restart) found again; `ray_trial_id`: the Ray trial
+        training it when that is not `trial_id` (a pack)."""
         client = client_for(uri)
         existing = find_trial_run(client, experiment_id, parent_run_id, trial_id)
         if existing is not None:
@@ -240,7 +258,8 @@ class TrialRun:
             return cls(client, run_id, _last_logged_step(client, existing), ended)
         run = client.create_run(
             experiment_id,
-            tags={PARENT_TAG: parent_run_id, ROLE_TAG: "trial", TRIAL_ID_TAG: trial_id},
+            tags={PARENT_TAG: parent_run_id, ROLE_TAG: "trial", TRIAL_ID_TAG: trial_id,
+                  RAY_TRIAL_TAG: ray_trial_id or trial_id},
             run_name=run_name,
         )
         _log_params(client, run.info.run_id, params)

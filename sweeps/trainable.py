@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: one trial = one `mixup_core.trial.run_trial` call.
+"""The Ray Tune function trainable: one trial = one `mixup_core.trial.run_trial` call (a pack of trials,
+`resources.pack`: one `run_packed_trials` call, packed_trainable.py).
 
 Ray hands the trainable only the values of the varying keys (e.g. {"mixup.stop_epoch": 5, "seed": 1},
 under `grid_point` for grid sweeps); the rest of the trial configuration comes from the sweep context
@@ -137,12 +138,16 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     from mixup_core.trial import run_trial
 
     from .branching import make_reporter, shared_run_name, tag_shared_run
+    from .packed_trainable import train_pack
+    from .packs import PACK_KEY
     from .search import asha_rung_epochs
 
+    trial_id = tune.get_context().get_trial_id()
+    if PACK_KEY in config:  # several trials in this process
+        return train_pack(config, context, trial_id)
     params = trial_params(config)
     sweep = context.sweep()
     cfg = sweep.trial_config(params)
-    trial_id = tune.get_context().get_trial_id()
     run = TrialRun.open(
         context.tracking_uri,
         context.experiment_id,
