@@ -100,8 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     from .preflight import check_local_resources, check_trial_data
 
     check_trial_data(sweep, args.address)
+    _keep_embedded_ray_on_loopback(args.address)  # before anything imports ray
     check_local_resources(sweep, args.address)
-    _keep_embedded_ray_on_loopback(args.address)
     from .runner import run_sweep
 
     return _after_sweep(run_sweep(sweep, args.address, args.tracking_uri, args.storage_path))

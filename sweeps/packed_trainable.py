@@ -140,6 +140,9 @@ def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> 
     points = [dict(p) for p in config[PACK_KEY]]
     cfgs = [sweep.trial_config(p) for p in points]
     work_dir = Path(os.getcwd()) / f"trial_{trial_id}"  # scratch on this node, as in train_trial
+    # A restarted pack may find its killed attempt's files here (reused actors share the working
+    # directory): checkpoints newer than the one Ray restores would make pruning drop the new ones.
+    shutil.rmtree(work_dir, ignore_errors=True)
     runs = []
     for k, (point, cfg) in enumerate(zip(points, cfgs)):
         run = TrialRun.open(context.tracking_uri, context.experiment_id, context.parent_run_id, f"{trial_id}-{k}",

@@ -120,7 +120,8 @@ def check_trial_data(sweep, address: Optional[str]) -> None:
 
 def check_local_resources(sweep, address: Optional[str]) -> None:
     """On the embedded Ray (no --address), a trial that asks for more CPUs or GPUs than this machine has
-    would wait for ever (Ray only warns): refuse it up front. A cluster may autoscale: not checked."""
+    would wait for ever (Ray only warns): refuse it up front. A cluster may autoscale: not checked.
+    Imports ray: call it after cli._keep_embedded_ray_on_loopback."""
     if address or os.environ.get("RAY_ADDRESS"):
         return
     res = sweep.spec.resources
