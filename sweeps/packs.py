@@ -47,9 +47,8 @@ def packs_trials(sweep: Sweep) -> bool:
 
 
 def _lockstep_key(sweep: Sweep, t: PlannedTrial) -> str:
-    train = sweep.trial_config(t.point).train
-    return json.dumps([sweep.trial_config(t.point).data.model_dump(mode="json"), train.batch_size, train.device],
-                      sort_keys=True)
+    cfg = sweep.trial_config(t.point)
+    return json.dumps([cfg.data.model_dump(mode="json"), cfg.train.batch_size, cfg.train.device], sort_keys=True)
 
 
 def pack_plan(sweep: Sweep) -> list[PlannedPack]:

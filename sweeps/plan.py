@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .spec import Sweep
@@ -68,8 +69,6 @@ def describe(sweep: Sweep) -> str:
 
 
 def _fingerprint(point: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(point, sort_keys=True, default=str)
 
 

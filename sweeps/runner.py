@@ -204,17 +204,12 @@ def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: s
                     client.set_terminated(run.info.run_id, status="KILLED")
         client.set_terminated(parent_run_id, status="KILLED")
     else:
-        outcome.failed_runs = len(client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FAILED'",
-            max_results=10_000,
-        ))
-        outcome.finished_runs = len(client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and tags.`{tracking.ROLE_TAG}` = 'trial' "
-                          f"and attributes.status = 'FINISHED'",
-            max_results=10_000,
-        ))
+        def count(where: str) -> int:
+            return len(client.search_runs([experiment_id], max_results=10_000,
+                                          filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and {where}"))
+
+        outcome.failed_runs = count("attributes.status = 'FAILED'")
+        outcome.finished_runs = count(f"tags.`{tracking.ROLE_TAG}` = 'trial' and attributes.status = 'FINISHED'")
         client.set_tag(parent_run_id, "mixup_sweep.trials_failed", str(outcome.failed_runs))
         client.set_terminated(parent_run_id, status="FINISHED")
     return outcome
