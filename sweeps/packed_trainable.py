@@ -26,7 +26,7 @@ from mixup_core.config import flatten
 
 from .packs import PACK_KEY
 from .trainable import PLANNED_EPOCHS, ReportPolicy, SweepContext, placement_tags, run_name
-from .tracking import TrialRun
+from .tracking import TrialRun, error_line
 
 MEMBER_DIR = "member_{}"
 PACK_TAG = "mixup_sweep.pack_member"  # "k/N": this run is member k of a pack of N
@@ -51,22 +51,16 @@ class MemberReporter:
         self.latest_checkpoint: Optional[Path] = restore_dir  # a member that already finished keeps it
         self.checkpoint_epoch = 0
         self.last_row: Optional[dict[str, Any]] = None
-        self._unlogged: list[dict[str, Any]] = []
 
     def checkpoint_to_restore(self) -> Optional[Path]:
         return self._restore
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
-        self._unlogged.append(metrics)
+        self.run.add_epoch(metrics)  # logged at the next pack checkpoint (or the end)
         self.last_row = metrics
         if checkpoint_dir is not None:
             self.latest_checkpoint = checkpoint_dir
             self.checkpoint_epoch = int(metrics["epoch"])
-
-    def flush(self) -> None:
-        if self._unlogged:
-            self.run.log_epochs(self._unlogged)
-            self._unlogged = []
 
 
 class PackRayReporter:
@@ -100,7 +94,7 @@ class PackRayReporter:
             tune.report(result)
         else:
             for m in self.members:  # MLflow before Ray's checkpoint (see RayReporter.report)
-                m.flush()
+                m.run.flush()
             stage = self.work_dir / f".pack_checkpoint_{epoch:04d}"
             shutil.rmtree(stage, ignore_errors=True)
             stage.mkdir(parents=True)
@@ -157,19 +151,12 @@ def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> 
             pack = PackRayReporter(members, work_dir, sweep.spec.metric, sweep.spec.mode, planned,
                                    ReportPolicy(sweep.spec.report_interval_s, frozenset({planned})))
             summaries = run_packed_trials(cfgs, out_dirs, members, on_epoch=pack.on_epoch)
-            for m in members:
-                m.flush()  # a diverged member stops between checkpoints
             for run, member, out_dir, summary in zip(runs, members, out_dirs, summaries):
-                run.log_summary(summary)
-                run.log_outputs(out_dir, member.latest_checkpoint)
-                if summary.get("status") == "diverged":
-                    run.finish("FAILED", summary.get("error") or "diverged")
-                else:
-                    run.finish("FINISHED")
+                run.flush()  # a diverged member stops between checkpoints
+                run.end(summary, out_dir, member.latest_checkpoint)
     except Exception as e:  # recorded, then re-raised for Ray's retry logic (the whole pack restarts)
-        error = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
         for run in runs:
-            run.finish("FAILED", f"pack failed: {error}")
+            run.finish("FAILED", f"pack failed: {error_line(e)}")
         raise
     shutil.rmtree(work_dir, ignore_errors=True)
     if pack.reports == 0:

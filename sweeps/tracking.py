@@ -242,6 +242,7 @@ class TrialRun:
         # its original end.
         self._ended = ended
         self._ended_step = last_step
+        self._pending: list[dict[str, Any]] = []  # reported epochs not yet logged (see flush)
 
     @classmethod
     def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
@@ -284,6 +285,29 @@ class TrialRun:
         if rows:
             self.last_step = int(rows[-1]["epoch"])
 
+    def add_epoch(self, row: dict[str, Any]) -> None:
+        """Keep an epoch for the next `flush` (one MLflow batch per checkpoint, not one call per epoch)."""
+        self._pending.append(row)
+
+    def flush(self) -> None:
+        """Log the kept epochs: before a checkpoint reaches Ray, and when the trial ends."""
+        if self._pending:
+            self.log_epochs(self._pending)
+            self._pending = []
+
+    def end(self, summary: dict[str, Any], out_dir: Path, final_checkpoint: Optional[Path]) -> bool:
+        """A trial that ran to its end: summary metrics, artifacts, and FINISHED, or FAILED when it
+        diverged (deterministic: a retry would diverge again, so the trial ends normally for Ray).
+        Returns whether it diverged."""
+        self.log_summary(summary)
+        self.log_outputs(out_dir, final_checkpoint)
+        diverged = summary.get("status") == "diverged"
+        if diverged:
+            self.finish("FAILED", summary.get("error") or "diverged")
+        else:
+            self.finish("FINISHED")
+        return diverged
+
     def log_summary(self, summary: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
@@ -308,6 +332,11 @@ class TrialRun:
             self.client.set_terminated(self.run_id, status=status, end_time=self._ended[1])
         else:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def error_line(e: BaseException) -> str:
+    """What a trial's run records as its error (tag mixup_sweep.error): the exception's first line."""
+    return f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
 
 
 def log_summary_of_logged_epochs(client, run, wall_s: float) -> None:

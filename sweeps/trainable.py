@@ -25,7 +25,7 @@ from mixup_core.config import flatten
 
 from .checkpoint_recovery import RestoreFromSurvivingCheckpoint
 from .spec import Sweep, validate_sweep
-from .tracking import TrialRun
+from .tracking import TrialRun, error_line
 
 
 GRID_POINT = "grid_point"  # grid sweeps: Ray's config is {"grid_point": {dotted key: value}}
@@ -67,7 +67,7 @@ class ReportPolicy:
 class RayReporter:
     """mixup_core's Reporter for a Ray trial: restores from Ray's checkpoint; reports to Ray as its
     `ReportPolicy` says and, at each checkpoint (and each ASHA rung, where the trial may be stopped),
-    first logs the epochs since the previous flush to MLflow in one batch."""
+    first logs the epochs kept since the previous flush to MLflow in one batch (TrialRun.flush)."""
 
     def __init__(self, run: TrialRun, stack: contextlib.ExitStack, planned_epochs: int,
                  policy: ReportPolicy = ReportPolicy()):
@@ -76,7 +76,6 @@ class RayReporter:
         self.planned_epochs = planned_epochs
         self.policy = policy
         self.reports = 0
-        self._unlogged: list[dict[str, Any]] = []
         self._last_report = float("-inf")
 
     def checkpoint_to_restore(self) -> Optional[Path]:
@@ -86,23 +85,17 @@ class RayReporter:
         # Local storage: the directory itself; remote storage: downloaded, kept until the trial ends.
         return Path(self._stack.enter_context(checkpoint.as_directory()))
 
-    def flush(self) -> None:
-        """Log the epochs not yet in MLflow (at a checkpoint, and when the trial ends)."""
-        if self._unlogged:
-            self.run.log_epochs(self._unlogged)
-            self._unlogged = []
-
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
         # MLflow before Ray's checkpoint: a crash before Ray persists it re-runs epochs that are already
         # logged (and skipped), whereas the other order would leave a hole in the history. Epochs after
         # the last checkpoint are re-trained after a crash, and logged then.
-        self._unlogged.append(metrics)
+        self.run.add_epoch(metrics)
         epoch = int(metrics["epoch"])
         now = time.monotonic()
         if not self.policy.due(epoch, checkpoint_dir is not None, now - self._last_report):
             return
         if checkpoint_dir is not None or epoch in self.policy.required_epochs:
-            self.flush()  # a rung is where a scheduler may stop the trial: its history is complete there
+            self.run.flush()  # a rung is where a scheduler may stop the trial: its history is complete there
         result = {**metrics, PLANNED_EPOCHS: self.planned_epochs}
         if checkpoint_dir is None:
             tune.report(result)
@@ -166,21 +159,14 @@ def train_trial(config: dict[str, Any], context: SweepContext) -> None:
             policy = ReportPolicy(sweep.spec.report_interval_s, asha_rung_epochs(sweep) | {cfg.train.epochs})
             reporter = make_reporter(config, run, stack, cfg.train.epochs, policy)
             summary = run_trial(cfg, out_dir, reporter)
-            reporter.flush()  # a diverged trial stops between checkpoints
+            run.flush()  # a diverged trial stops between checkpoints
     except Exception as e:  # recorded, then re-raised for Ray's retry logic
-        run.finish("FAILED", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
+        run.finish("FAILED", error_line(e))
         raise
     # SystemExit / KeyboardInterrupt: Ray stopping the trial (Ctrl-C, a scheduler): not a failure; the
     # driver marks the run KILLED, or FINISHED with mixup_sweep.stopped_early.
     rows = read_history(out_dir / "metrics.jsonl")
-    run.log_summary(summary)
-    run.log_outputs(out_dir, latest_checkpoint(out_dir / "checkpoints"))
-    diverged = summary.get("status") == "diverged"
-    if diverged:
-        # Deterministic: retrying would diverge again, so the trial ends normally for Ray.
-        run.finish("FAILED", summary.get("error") or "diverged")
-    else:
-        run.finish("FINISHED")
+    diverged = run.end(summary, out_dir, latest_checkpoint(out_dir / "checkpoints"))
     shutil.rmtree(out_dir, ignore_errors=True)  # all of it is in Ray's storage and MLflow now
 
     # Final results for Ray only, after MLflow is complete (a scheduler may stop a trial at any report).
