@@ -23,6 +23,7 @@ from ray import tune
 from mixup_core.config import ConfigError
 
 from . import search, tracking
+from .atomic_storage import storage_filesystem
 from .branching import ignored_note as ignored_share_note
 from .search_recovery import restored_trials
 from .spec import Sweep, metric_available, validate_sweep
@@ -271,9 +272,9 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
         )
     parent_run_id = parent.info.run_id
     sweep = validate_sweep(yaml.safe_load(tracking.read_sweep_spec(client, parent_run_id)), f"{name} (spec.yaml of run {parent_run_id})")
+    restored = restored_trials(path)  # a damaged state fails here, before anything changes
     client.update_run(parent_run_id, status="RUNNING")
     print(f"MLflow: resuming experiment {name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
-    restored = restored_trials(path)
     if restored is not None:
         lost = tracking.delete_runs_of_lost_trials(client, experiment_id, parent_run_id, {t.trial_id for t in restored})
         if lost:
@@ -287,6 +288,7 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
         resume_unfinished=True,
         resume_errored=True,
         restart_errored=False,
+        storage_filesystem=storage_filesystem(storage),
     ))
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
@@ -307,6 +309,7 @@ def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: st
     return tune.RunConfig(
         name=sweep.name,
         storage_path=storage,
+        storage_filesystem=storage_filesystem(storage),  # local: files appear whole (atomic_storage.py)
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         # Two, not one: the newest is committed before the previous one is deleted.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

@@ -46,7 +46,17 @@ def restored_trials(directory: str) -> Optional[list[RestoredTrial]]:
     if path is None:
         return None
     with fs.open_input_stream(path) as f:
-        state = _loads_with_cloudpickle(f.readall())
+        raw = f.readall()
+    try:
+        state = _loads_with_cloudpickle(raw)
+    except ValueError:  # JSONDecodeError: cut short by a driver killed while Ray rewrote it in place
+        from mixup_core.config import ConfigError
+
+        raise ConfigError(
+            f"Ray's saved experiment state {path} is damaged ({len(raw)} bytes): the driver was killed while "
+            f"Ray rewrote it (sweeps started before mixup-sweep wrote storage atomically); Ray cannot resume "
+            f"from it: start the sweep again under another name (--set name=...)"
+        ) from None
     trials = []
     for json_state, _ in state["trial_data"]:
         trial = _loads_with_cloudpickle(json_state)

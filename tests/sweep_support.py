@@ -63,8 +63,13 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: Optional[dict
             ) -> subprocess.CompletedProcess:
     """`env`: extra variables; a None value removes one (e.g. CUDA_VISIBLE_DEVICES on a GPU machine)."""
     merged = {**user_env(), **(env or {})}
-    return subprocess.run(cli_command() + args, cwd=cwd, env={k: v for k, v in merged.items() if v is not None},
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(cli_command() + args, cwd=cwd, env={k: v for k, v in merged.items() if v is not None},
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:  # say what it was doing when it hung
+        out = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise AssertionError(f"mixup-sweep {' '.join(args)} did not end within {timeout:g} s; "
+                             f"its output ended with:\n{out[-6000:]}") from None
 
 
 def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
