@@ -108,6 +108,24 @@ def assert_sweep_intact(c, name: str, n_trials: int, epochs: int, n_failed: int 
     return parent, children
 
 
+def run_and_kill_the_trial_worker(tmp_path: Path, ready, what: str) -> None:
+    """`mixup-sweep run spec.yaml` with one trial worker; once `ready()`, SIGKILL that worker mid-epoch.
+    The sweep must still end well (exit 0), the kill having really hit the running trial."""
+    driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
+    try:
+        wait_for(ready, timeout=180, what=what)
+        workers = [p for p in descendants(driver.pid) if "ImplicitFunc" in cmdline(p) or "train_trial" in cmdline(p)]
+        assert len(workers) == 1, [cmdline(p) for p in descendants(driver.pid)]
+        kill(workers)
+        rc = driver.wait(timeout=240)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver)
+    log = (tmp_path / "run.log").read_text()
+    assert rc == 0, log[-3000:]
+    assert "ActorDiedError" in log  # the kill really hit the running trial
+
+
 def assert_uninterrupted_numbers(c, run, spec: dict, params: dict, reference: Path) -> None:
     """The run's epoch and summary metrics equal the same trial's run_trial without Ray or MLflow (CPU:
     bit-exact)."""
@@ -131,19 +149,7 @@ def test_killed_trial_worker_restarts_to_the_uninterrupted_result(tmp_path):
                      max_failures=1, share_prefix=False)
     write_spec(tmp_path, spec)
     db = tmp_path / "mlflow.db"
-    driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
-    try:
-        wait_for(lambda: any(e >= 3 for _, e in progress(db, "worker_killed")), timeout=180, what="epoch 3")
-        workers = [p for p in descendants(driver.pid) if "ImplicitFunc" in cmdline(p) or "train_trial" in cmdline(p)]
-        assert len(workers) == 1, [cmdline(p) for p in descendants(driver.pid)]
-        kill(workers)
-        rc = driver.wait(timeout=240)
-    finally:
-        if driver.poll() is None:
-            kill_tree(driver)
-    log = (tmp_path / "run.log").read_text()
-    assert rc == 0, log[-3000:]
-    assert "ActorDiedError" in log  # the kill really hit the running trial
+    run_and_kill_the_trial_worker(tmp_path, lambda: any(e >= 3 for _, e in progress(db, "worker_killed")), "epoch 3")
 
     c = client(tmp_path)
     _, children = assert_sweep_intact(c, "worker_killed", 1, 12)

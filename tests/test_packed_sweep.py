@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 
-from sweep_support import client, cmdline, descendants, kill, ray_epochs, run_cli, tiny_spec, wait_for, write_spec
+from sweep_support import client, ray_epochs, run_cli, tiny_spec, wait_for, write_spec
 from test_fault_tolerance import (
     assert_sweep_intact,
     assert_uninterrupted_numbers,
     kill_tree,
     progress,
+    run_and_kill_the_trial_worker,
     start,
     trial_with,
 )
@@ -72,20 +73,9 @@ def test_a_packed_trial_worker_killed_restarts_every_member_from_the_pack_checkp
     spec["max_concurrent"] = 2
     write_spec(tmp_path, spec)
     db = tmp_path / "mlflow.db"
-    driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
-    try:
-        wait_for(lambda: (lambda runs: len(runs) == 2 and all(e >= 3 for _, e in runs))(progress(db, "pack_killed")),
-                 timeout=180, what="both members at epoch 3")
-        workers = [p for p in descendants(driver.pid) if "ImplicitFunc" in cmdline(p) or "train_trial" in cmdline(p)]
-        assert len(workers) == 1, [cmdline(p) for p in descendants(driver.pid)]
-        kill(workers)
-        rc = driver.wait(timeout=240)
-    finally:
-        if driver.poll() is None:
-            kill_tree(driver)
-    log = (tmp_path / "run.log").read_text()
-    assert rc == 0, log[-3000:]
-    assert "ActorDiedError" in log  # the kill really hit the running pack
+    run_and_kill_the_trial_worker(
+        tmp_path, lambda: (lambda runs: len(runs) == 2 and all(e >= 3 for _, e in runs))(progress(db, "pack_killed")),
+        "both members at epoch 3")
 
     c = client(tmp_path)
     _, children = assert_sweep_intact(c, "pack_killed", 2, 12)
