@@ -126,7 +126,28 @@ def placement_tags(device_choice: str) -> dict[str, str]:
     }
 
 
+def _quiet_sigterm_in_finalizers() -> None:
+    """When Ray shuts down it SIGTERMs idle trial workers, and Ray's handler raises SystemExit in whatever
+    runs at that moment. In a finalizer (a weakref callback, a __del__) Python ignores that exception
+    anyway, but prints "Exception ignored in ..." with a traceback, which Ray forwards into the user's
+    terminal after the sweep has ended (seen in CI). Nothing is lost; don't print it."""
+    import sys
+
+    default = sys.unraisablehook
+    if getattr(default, "_mixup_sweep", False):
+        return
+
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+            return
+        default(unraisable)
+
+    hook._mixup_sweep = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def train_trial(config: dict[str, Any], context: SweepContext) -> None:
+    _quiet_sigterm_in_finalizers()
     from mixup_core.checkpoint import latest_checkpoint, read_history
     from mixup_core.trial import run_trial
 
