@@ -189,3 +189,23 @@ def ray_epochs(tmp: Path, name: str, trial_id: str) -> list[int]:
         if "epoch" in row:
             epochs.append(int(row["epoch"]))
     return epochs
+
+
+def run_and_kill_the_trial_worker(tmp: Path, ready: Callable[[], Any], what: str) -> str:
+    """`mixup-sweep run spec.yaml` in `tmp` with one trial worker; once `ready()`, SIGKILL that worker
+    mid-epoch (as an OOM kill would). The sweep must still end well (exit 0), the kill having really hit
+    the running trial. Returns the sweep's output."""
+    driver = start_cli(["run", "spec.yaml"], cwd=tmp, log=tmp / "run.log")
+    try:
+        wait_for(ready, timeout=180, what=what)
+        workers = [p for p in descendants(driver.pid) if "ImplicitFunc" in cmdline(p) or "train_trial" in cmdline(p)]
+        assert len(workers) == 1, [cmdline(p) for p in descendants(driver.pid)]
+        kill(workers)
+        rc = driver.wait(timeout=240)
+    finally:
+        if driver.poll() is None:
+            kill([driver.pid, *descendants(driver.pid)])
+    log = (tmp / "run.log").read_text()
+    assert rc == 0, log[-3000:]
+    assert "ActorDiedError" in log  # the kill really hit the running trial
+    return log

@@ -33,10 +33,10 @@ from sweep_support import (
     TINY_TRIAL,
     cli_command,
     client,
-    cmdline,
     descendants,
     kill,
     ray_epochs,
+    run_and_kill_the_trial_worker,
     run_cli,
     sql,
     steps,
@@ -106,24 +106,6 @@ def assert_sweep_intact(c, name: str, n_trials: int, epochs: int, n_failed: int 
             for key in EPOCH_KEYS:
                 assert steps(c, run.info.run_id, key) == list(range(1, epochs + 1)), (name, key)
     return parent, children
-
-
-def run_and_kill_the_trial_worker(tmp_path: Path, ready, what: str) -> None:
-    """`mixup-sweep run spec.yaml` with one trial worker; once `ready()`, SIGKILL that worker mid-epoch.
-    The sweep must still end well (exit 0), the kill having really hit the running trial."""
-    driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
-    try:
-        wait_for(ready, timeout=180, what=what)
-        workers = [p for p in descendants(driver.pid) if "ImplicitFunc" in cmdline(p) or "train_trial" in cmdline(p)]
-        assert len(workers) == 1, [cmdline(p) for p in descendants(driver.pid)]
-        kill(workers)
-        rc = driver.wait(timeout=240)
-    finally:
-        if driver.poll() is None:
-            kill_tree(driver)
-    log = (tmp_path / "run.log").read_text()
-    assert rc == 0, log[-3000:]
-    assert "ActorDiedError" in log  # the kill really hit the running trial
 
 
 def assert_uninterrupted_numbers(c, run, spec: dict, params: dict, reference: Path) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 
-from sweep_support import client, ray_epochs, run_cli, tiny_spec, wait_for, write_spec
+from sweep_support import client, ray_epochs, run_and_kill_the_trial_worker, run_cli, tiny_spec, wait_for, write_spec
 from test_fault_tolerance import (
     assert_sweep_intact,
     assert_uninterrupted_numbers,
     kill_tree,
     progress,
-    run_and_kill_the_trial_worker,
     start,
     trial_with,
 )

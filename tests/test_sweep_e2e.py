@@ -15,10 +15,10 @@ import yaml
 from sweep_support import (
     TINY_TRIAL,
     client,
-    cmdline,
     descendants,
     kill,
     ray_epochs,
+    run_and_kill_the_trial_worker,
     run_cli,
     start_cli,
     steps,
@@ -251,19 +251,8 @@ def test_failed_trial_restarts_from_its_checkpoint_without_duplicate_steps(tmp_p
     trial["train"]["epochs"] = 30
     write_spec(tmp_path, tiny_spec("restarted", trial=trial, grid={"mixup.stop_epoch": [5]}, max_failures=1))
     db = tmp_path / "mlflow.db"
-    driver = start_cli(["run", "spec.yaml"], cwd=tmp_path, log=tmp_path / "run.log")
-    try:
-        wait_for(lambda: any(e >= 4 for _, e in trial_epochs_logged(db).values()), timeout=180,
-                 what="the trial's 4th epoch")
-        workers = [p for p in descendants(driver.pid) if "ImplicitFunc" in cmdline(p) or "train_trial" in cmdline(p)]
-        assert len(workers) == 1, [cmdline(p) for p in descendants(driver.pid)]
-        kill(workers)
-        rc = driver.wait(timeout=240)
-    finally:
-        if driver.poll() is None:
-            kill([driver.pid, *descendants(driver.pid)])
-    log = (tmp_path / "run.log").read_text()
-    assert rc == 0, log[-3000:]
+    run_and_kill_the_trial_worker(tmp_path, lambda: any(e >= 4 for _, e in trial_epochs_logged(db).values()),
+                                  "the trial's 4th epoch")
 
     c = client(tmp_path)
     _, children = sweep_runs(c, "restarted")
@@ -276,7 +265,6 @@ def test_failed_trial_restarts_from_its_checkpoint_without_duplicate_steps(tmp_p
     # From a checkpoint, not from scratch. (Ray's own result.json may miss the epoch the killed worker
     # had in flight; MLflow, checked above, has every epoch exactly once.)
     assert epochs.count(1) == 1 and max(epochs) == 30
-    assert "ActorDiedError" in log  # the restart really happened
 
 
 @pytest.mark.gpu
