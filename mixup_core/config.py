@@ -117,6 +117,10 @@ class MixupConfig(_Strict):
     fold: bool = False
 
 
+# Models whose step is worth graphing by default (launch-bound on a GPU); `on` graphs any model.
+GRAPHED_MODELS = frozenset({"resnet18", "preact_resnet18"})
+
+
 class TrialConfig(_Strict):
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -141,6 +145,13 @@ class TrialConfig(_Strict):
         if bad:
             raise ValueError(f"train.keep_epochs {bad} outside 1..{self.train.epochs}")
         return self
+
+    @property
+    def graphed_on_cuda(self) -> bool:
+        """Whether this trial's step is a CUDA graph when it runs on CUDA (graphed_step.py). Here, not
+        there, so that a planner that never imports torch (the sweep driver) can decide by it."""
+        choice = self.train.cuda_graphs
+        return choice == "on" or (choice == "auto" and self.model.name in GRAPHED_MODELS)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -39,25 +39,20 @@ from .mixup import Mixup
 from .schedule import lr_at
 from .trial import TrainingState, train_step
 
-# Models whose step is worth graphing by default (launch-bound on a GPU); `on` graphs any model.
-GRAPHED_MODELS = frozenset({"resnet18", "preact_resnet18"})
 # Eager steps before a capture; the PyTorch docs use 3 (11 with DDP).
 WARMUP_STEPS = 3
 
 
 def use_cuda_graphs(cfg: TrialConfig, device: torch.device) -> bool:
     """train.cuda_graphs: off -> eager; on -> graphs (CUDA required); auto -> graphs on CUDA for the ResNets."""
-    choice = cfg.train.cuda_graphs
-    if choice == "off":
-        return False
     if device.type != "cuda":
-        if choice == "on":
+        if cfg.train.cuda_graphs == "on":
             raise ConfigError(
                 f"train.cuda_graphs=on needs a CUDA device, but the trial runs on {device.type} "
                 f"(allowed: auto, on, off; auto falls back to eager off CUDA)"
             )
         return False
-    return choice == "on" or cfg.model.name in GRAPHED_MODELS
+    return cfg.graphed_on_cuda
 
 
 class StaticStep:

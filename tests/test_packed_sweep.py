@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sweep_support import client, ray_epochs, run_and_kill_the_trial_worker, run_cli, tiny_spec, wait_for, write_spec
 from test_fault_tolerance import (
     assert_sweep_intact,
@@ -20,7 +21,7 @@ from test_fault_tolerance import (
 )
 
 from sweeps.packs import pack_plan
-from sweeps.spec import validate_sweep
+from sweeps.spec import load_sweep, validate_sweep
 
 GRID = {"seed": [0, 1], "mixup.stop_epoch": [0, 2]}
 
@@ -138,3 +139,45 @@ def test_dry_run_shows_each_trials_pack(tmp_path):
     assert "packed: 2 pack(s) of up to 2 trials, each one process and one Ray trial with 2 CPU + 0 GPU; " \
            "1 pack(s) at a time" in res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+# `resources.pack: auto` (the default) on the paper's early-stop spec (graphed ResNet-18 trials at
+# gpu 0.5, 18 trials, max_concurrent 8): packs only when the trials share a GPU and their steps are CUDA
+# graphs, and never where packing would be refused.
+@pytest.mark.parametrize("sets, packed", [
+    (["share_prefix=false"], 2),
+    (["share_prefix=false", "resources.gpu=0.25"], 4),
+    (["share_prefix=false", "resources.gpu=0.3"], 3),  # Ray fits three 0.3-GPU trials on a GPU
+    (["share_prefix=false", "resources.gpu=0.25", "max_concurrent=3"], 3),
+    (["share_prefix=false", "train.cuda_graphs=on", "model.name=preact_resnet18"], 2),
+    ([], 1),  # prefix sharing while stop_epoch is swept: refused with pack > 1
+    (["share_prefix=false", "resources.pack=1"], 1),  # explicit wins
+    (["share_prefix=false", "resources.gpu=1"], 1),  # a whole GPU each: nothing to share
+    (["share_prefix=false", "max_concurrent=1"], 1),
+    (["share_prefix=false", "train.cuda_graphs=off"], 1),  # eager: launch-bound, processes fill the GPU
+    (["share_prefix=false", "train.device=cpu"], 1),
+    (["share_prefix=false", "scheduler={type: asha, grace_period: 160}"], 1),
+    (["share_prefix=false", "seed=0", "grid.mixup.stop_epoch=[50]"], 1),  # one trial
+])
+def test_pack_auto_packs_graphed_trials_that_share_a_gpu_and_nothing_else(sets, packed):
+    sweep = load_sweep("paper_early_stop_cifar10", sets)
+    assert sweep.spec.resources.pack == packed
+    notes = [n for n in sweep.notes if "resources.pack: auto" in n]
+    assert len(notes) == (packed > 1)
+    if packed > 1:
+        assert f"auto trains {packed} trials per process" in notes[0] and "resources.pack: 1" in notes[0]
+        assert len({m.point["seed"] for p in pack_plan(sweep) for m in p.members}) == 3
+    # The sweep stores the resolved number (spec.yaml on its MLflow run), so resume plans the same packs.
+    stored = sweep.to_dict()
+    assert stored["resources"]["pack"] == packed
+    assert validate_sweep(stored, "spec.yaml").spec.resources.pack == packed
+
+
+def test_dry_run_says_when_pack_auto_packs(tmp_path):
+    res = run_cli(["run", "paper_early_stop_cifar10", "--set", "share_prefix=false", "--set", f"data.root={tmp_path}",
+                   "--dry-run"], cwd=tmp_path, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "note: resources.pack: auto trains 2 trials per process" in res.stderr
+    assert "packed: 9 pack(s) of up to 2 trials, each one process and one Ray trial with 4 CPU + 1 GPU; " \
+           "4 pack(s) at a time" in res.stdout
+    assert list(tmp_path.iterdir()) == []
