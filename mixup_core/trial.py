@@ -56,7 +56,9 @@ def resolve_device(choice: str) -> torch.device:
 def autocast_context(precision: str, device: torch.device):
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        # No cast cache: every weight is cast once per step anyway (used once in the forward), and the
+        # cache's tensors outliving a step are what PyTorch warns about under CUDA-graph capture.
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 
 
