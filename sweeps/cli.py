@@ -101,7 +101,9 @@ def _run(args: argparse.Namespace) -> int:
 
     check_trial_data(sweep, args.address)
     _keep_embedded_ray_on_loopback(args.address)  # before anything imports ray
-    check_local_resources(sweep, args.address)
+    note = check_local_resources(sweep, args.address)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     from .runner import run_sweep
 
     return _after_sweep(run_sweep(sweep, args.address, args.tracking_uri, args.storage_path))

@@ -118,14 +118,14 @@ def check_trial_data(sweep, address: Optional[str]) -> None:
             raise ConfigError(f"trial.data.root: {e}") from None
 
 
-def check_local_resources(sweep, address: Optional[str]) -> None:
+def check_local_resources(sweep, address: Optional[str]) -> Optional[str]:
     """On the embedded Ray (no --address), a trial that asks for more CPUs or GPUs than this machine has
-    would wait for ever (Ray only warns): refuse it up front. A cluster may autoscale: not checked.
-    Imports ray: call it after cli._keep_embedded_ray_on_loopback."""
+    would wait for ever (Ray only warns): refuse it up front. A pack that `pack: auto` chose too big for
+    this machine is made smaller instead (returns a note saying so). A cluster may autoscale: not
+    checked. Imports ray: call it after cli._keep_embedded_ray_on_loopback."""
     if address or os.environ.get("RAY_ADDRESS"):
-        return
+        return None
     res = sweep.spec.resources
-    cpu, gpu = res.cpu * res.pack, res.gpu * res.pack
     try:
         from ray._private.utils import get_num_cpus  # what the embedded Ray will offer (cgroup-aware)
 
@@ -133,15 +133,32 @@ def check_local_resources(sweep, address: Optional[str]) -> None:
     except Exception:  # a Ray without it: the plain count
         have_cpu = float(os.cpu_count() or 1)
     have_gpu = 0
-    if gpu > 0:
+    if res.gpu > 0:
         import torch
 
         have_gpu = torch.cuda.device_count()
+    note = None
+    if sweep.pack_auto and res.pack > 1:
+        fits = largest_fitting_pack(res.cpu, res.gpu, res.pack, have_cpu, have_gpu)
+        if fits < res.pack:
+            note = (f"resources.pack: auto lowered to {fits}: a pack of {res.pack} trials needs {res.cpu * res.pack:g} "
+                    f"CPU, this machine has {have_cpu:g}")
+            res.pack = fits
+    cpu, gpu = res.cpu * res.pack, res.gpu * res.pack
     if cpu <= have_cpu and gpu <= have_gpu:
-        return
+        return note
     who = f"a pack of {res.pack} trials" if res.pack > 1 else "a trial"
     raise ConfigError(
         f"resources: {who} needs {cpu:g} CPU + {gpu:g} GPU, but the embedded Ray on this machine has "
         f"{have_cpu:g} CPU + {have_gpu} GPU; lower resources.cpu/gpu{'/pack' if res.pack > 1 else ''}, "
         f"or run on a cluster that has them (--address)"
     )
+
+
+def largest_fitting_pack(cpu: float, gpu: float, pack: int, have_cpu: float, have_gpu: float) -> int:
+    """The largest pack size up to `pack` whose trials (each `cpu`, `gpu`) fit on one machine; 1 when
+    none does (then a lone trial is checked as usual)."""
+    for size in range(pack, 1, -1):
+        if cpu * size <= have_cpu and gpu * size <= have_gpu:
+            return size
+    return 1

@@ -143,6 +143,7 @@ class Sweep:
     base_trial: dict[str, Any]  # fully resolved trial configuration (defaults filled in)
     source: str
     notes: list[str] = field(default_factory=list)
+    pack_auto: bool = False  # resources.pack was auto (resolved by `_auto_pack`); preflight may lower it
 
     @property
     def name(self) -> str:
@@ -364,6 +365,7 @@ def _check_sweep(sweep: Sweep) -> None:
     _check_metric(spec, configs)
     _check_resources(spec, configs)
     if spec.resources.pack == "auto":
+        sweep.pack_auto = True
         spec.resources.pack, note = _auto_pack(sweep, configs)
         if note:
             sweep.notes.append(note)

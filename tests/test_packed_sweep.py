@@ -21,6 +21,7 @@ from test_fault_tolerance import (
 )
 
 from sweeps.packs import pack_plan
+from sweeps.preflight import largest_fitting_pack
 from sweeps.spec import load_sweep, validate_sweep
 
 GRID = {"seed": [0, 1], "mixup.stop_epoch": [0, 2]}
@@ -181,3 +182,12 @@ def test_dry_run_says_when_pack_auto_packs(tmp_path):
     assert "packed: 9 pack(s) of up to 2 trials, each one process and one Ray trial with 4 CPU + 1 GPU; " \
            "4 pack(s) at a time" in res.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pack_auto_is_lowered_to_what_one_machine_fits():
+    # A 2-core laptop with one GPU, trials at cpu 1, gpu 0.25: auto's pack of 4 would wait for ever on
+    # the embedded Ray; 2 fit. At cpu 2 none fits: lone trials, which the usual check then judges.
+    assert largest_fitting_pack(1, 0.25, 4, have_cpu=2, have_gpu=1) == 2
+    assert largest_fitting_pack(2, 0.25, 4, have_cpu=2, have_gpu=1) == 1
+    assert largest_fitting_pack(1, 0.25, 4, have_cpu=16, have_gpu=1) == 4
+    assert largest_fitting_pack(1, 0.5, 2, have_cpu=16, have_gpu=0) == 1
