@@ -9,7 +9,7 @@ to N as possible, of even sizes, among trials that can train in lockstep: same d
 epoch). Each pack is one Ray trial with config `{"pack": [grid point, ...], "plan_slot": i}`, holding
 N x `resources.cpu` and N x `resources.gpu`. Every member still gets its own MLflow child run, with its
 own params, metrics, summary and artifacts (packed_trainable.py), so `best` and the MLflow UI see
-trials as usual. What packing cannot combine with is refused by the spec (`spec._check_pack`): Optuna,
+trials as usual. What packing cannot combine with is refused by the spec (`spec._pack_refusal`): Optuna,
 ASHA, prefix sharing.
 """
 

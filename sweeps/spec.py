@@ -369,8 +369,9 @@ def _check_sweep(sweep: Sweep) -> None:
         spec.resources.pack, note = _auto_pack(sweep, configs)
         if note:
             sweep.notes.append(note)
-    if spec.resources.pack > 1:
-        _check_pack(sweep, configs)
+    refusal = _pack_refusal(sweep, spec.resources.pack) if spec.resources.pack > 1 else None
+    if refusal:
+        raise ConfigError(refusal)
     if spec.scheduler is not None:
         _check_asha(sweep, spec.scheduler, configs)
 
@@ -493,14 +494,13 @@ def _auto_pack(sweep: Sweep, configs: list[TrialConfig]) -> tuple[int, Optional[
     fill it (two eager ResNet-18 trials sharing an H100: 21.4k images/s against 10-11k alone), while
     one packed process launches N models' kernels from one thread. A graphed step leaves no gaps to
     fill, but one graph replay can run N models side by side on N streams (mixup_core/packing.py).
-    Where packing is refused (Optuna, ASHA, prefix sharing) auto means 1: it never turns a valid spec
-    into an invalid one. The resolved number is what the sweep stores, so `resume` keeps it."""
+    Where packing is refused (`_pack_refusal`) auto means 1: it never turns a valid spec into an
+    invalid one. The resolved number is what the sweep stores, so `resume` keeps it."""
     spec = sweep.spec
     gpu = spec.resources.gpu
     share = int(1 / gpu + 1e-9) if 0 < gpu < 1 else 1  # trials per GPU
     size = min(share, spec.max_concurrent, sweep.n_trials)
-    if (size < 2 or spec.optuna is not None or spec.scheduler is not None
-            or (spec.share_prefix and "mixup.stop_epoch" in sweep.grid_keys)
+    if (size < 2 or _pack_refusal(sweep, size) is not None
             or not all(c.train.device in ("auto", "cuda") and c.graphed_on_cuda for c in configs)):
         return 1, None
     return size, (f"resources.pack: auto trains {size} trials per process: CUDA-graphed trials at resources.gpu: "
@@ -508,25 +508,26 @@ def _auto_pack(sweep: Sweep, configs: list[TrialConfig]) -> tuple[int, Optional[
                   f"set resources.pack: 1 for one process per trial")
 
 
-def _check_pack(sweep: Sweep, configs: list[TrialConfig]) -> None:
-    """What a pack (one Ray trial training several trials in one process) cannot do."""
+def _pack_refusal(sweep: Sweep, pack: int) -> Optional[str]:
+    """Why this sweep cannot train its trials in packs of `pack` (one Ray trial, one process each), or None."""
     spec = sweep.spec
-    pack, gpu = spec.resources.pack, spec.resources.gpu
+    gpu = spec.resources.gpu
     where = f"resources.pack: {pack}"
     if spec.optuna is not None:
-        raise ConfigError(f"{where} needs a grid sweep: Optuna suggests one trial at a time (allowed with optuna: pack 1)")
+        return f"{where} needs a grid sweep: Optuna suggests one trial at a time (allowed with optuna: pack 1)"
     if spec.scheduler is not None:
-        raise ConfigError(f"{where}: ASHA stops trials one by one, but a pack is one Ray trial "
-                          f"(allowed with a scheduler: pack 1; or drop the scheduler)")
+        return (f"{where}: ASHA stops trials one by one, but a pack is one Ray trial "
+                f"(allowed with a scheduler: pack 1; or drop the scheduler)")
     if spec.share_prefix and "mixup.stop_epoch" in sweep.grid_keys:
-        raise ConfigError(f"{where}: packed trials do not share Mixup prefixes; set share_prefix: false "
-                          f"(prefix sharing saves epochs, packing fills a GPU: pick one)")
+        return (f"{where}: packed trials do not share Mixup prefixes; set share_prefix: false "
+                f"(prefix sharing saves epochs, packing fills a GPU: pick one)")
     if gpu * pack > 1:
-        raise ConfigError(f"{where} trials at resources.gpu: {gpu:g} each need {gpu * pack:g} GPUs, but a pack "
-                          f"trains on one device (allowed: pack x gpu <= 1, e.g. gpu: {1 / pack:g})")
+        return (f"{where} trials at resources.gpu: {gpu:g} each need {gpu * pack:g} GPUs, but a pack "
+                f"trains on one device (allowed: pack x gpu <= 1, e.g. gpu: {1 / pack:g})")
     if spec.max_concurrent < pack:
-        raise ConfigError(f"max_concurrent: {spec.max_concurrent} is below {where} (a pack trains {pack} trials at "
-                          f"once); allowed: max_concurrent >= {pack}")
+        return (f"max_concurrent: {spec.max_concurrent} is below {where} (a pack trains {pack} trials at "
+                f"once); allowed: max_concurrent >= {pack}")
+    return None
 
 
 def _stop_epochs(sweep: Sweep) -> list[int]:
