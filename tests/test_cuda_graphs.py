@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from image_files import write_images
 
 from mixup_core.config import ConfigError, load_trial_config, validate_trial_config
 from mixup_core.datasets import build_dataset
@@ -28,21 +28,6 @@ from mixup_core.trial import new_state, run_trial, select_epoch_trainer, train_o
 TIMING_KEYS = {"images_per_s", "elapsed_s"}
 CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
-
-
-def write_images(path: Path, n_train: int, n_test: int, size: int = 8, classes: int = 4, seed: int = 0) -> Path:
-    """A small npz of uint8 HWC images whose mean colour depends on the class (so there is something to learn)."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        y = rng.integers(0, classes, n)
-        x = rng.integers(0, 160, size=(n, size, size, 3)) + (y * (90 // classes))[:, None, None, None]
-        return x.astype(np.uint8), y.astype(np.int64)
-
-    x_train, y_train = split(n_train)
-    x_test, y_test = split(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 def feature_noise_config(**train):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from image_files import write_images
 from test_trial import RecordingReporter
 
 from mixup_core.checkpoint import list_checkpoints
@@ -37,20 +37,6 @@ def load_state(out_dir: Path, epoch: int):
 
 
 Recorder = RecordingReporter  # reports (epoch, checkpoint name or None) and restores from `restore`
-
-
-def write_images(path: Path, n_train: int, n_test: int, size: int, classes: int = 4, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        y = rng.integers(0, classes, n)
-        x = rng.integers(0, 160, size=(n, size, size, 3)) + (y * (90 // classes))[:, None, None, None]
-        return x.astype(np.uint8), y.astype(np.int64)
-
-    x_train, y_train = split(n_train)
-    x_test, y_test = split(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 def noise_trial(seed: int, stop_epoch, epochs: int = 4, **mixup):
