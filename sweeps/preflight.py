@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from typing import Optional
@@ -77,26 +78,24 @@ def check_tracking_uri(uri: str, flag: str = "--tracking-uri") -> None:
 
 def check_storage_path(storage_path: Optional[str]) -> None:
     """A local --storage-path must be a directory this process can create (Ray would fail later, after
-    the MLflow runs exist). Probed by creating the missing directories and removing them again."""
+    the MLflow runs exist). Probed by creating a uniquely named directory in the deepest existing
+    ancestor and removing it: never the path itself, which a sweep started beside this one may be
+    creating or filling at this moment (probing the path itself raced with exactly that)."""
     if storage_path and "://" in storage_path:
         return  # s3://, gs://: Ray checks those itself
     path = os.path.abspath(os.path.expanduser(storage_path or "ray_results"))
-    missing = []
-    probe = path
-    while not os.path.exists(probe):
-        missing.append(probe)
-        probe = os.path.dirname(probe)
     flag = f"--storage-path {storage_path}" if storage_path else f"storage {path}"
-    if not os.path.isdir(probe):
-        raise ConfigError(f"{flag}: {probe} is not a directory; pass a writable directory")
-    try:
-        os.makedirs(path)
-    except FileExistsError:
+    probe = path
+    while not os.path.isdir(probe):
+        if os.path.lexists(probe) and not os.path.isdir(probe):  # re-checked: it may just have been made
+            raise ConfigError(f"{flag}: {probe} is not a directory; pass a writable directory")
+        probe = os.path.dirname(probe)
+    if probe == path:
         return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mixup-sweep-probe-", dir=probe))
     except OSError as e:
         raise ConfigError(f"{flag}: cannot create {path} ({e.strerror}); pass a writable directory") from None
-    for created in missing:  # deepest first: leave nothing behind
-        os.rmdir(created)
 
 
 def check_trial_data(sweep, address: Optional[str]) -> None:

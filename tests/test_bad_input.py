@@ -211,3 +211,28 @@ def test_bad_input_is_one_clear_line_exit_2_and_creates_nothing(case_id, program
     assert tree(cwd) == before  # nothing created, nothing changed
     if srv is not None:
         assert srv.snapshot() == on_server
+
+
+def _check_storage_repeatedly(path: str, times: int) -> list[str]:
+    from sweeps.preflight import check_storage_path
+
+    problems = []
+    for _ in range(times):
+        try:
+            check_storage_path(path)
+        except Exception as e:  # noqa: BLE001 - every failure is the finding
+            problems.append(str(e))
+    return problems
+
+
+def test_sweeps_started_at_once_in_a_new_directory_all_pass_the_storage_check(tmp_path):
+    # Two `mixup-sweep run`s started together in a fresh directory both check ./ray_results. The
+    # check used to create and remove that very directory, so one sweep saw it vanish ("is not a
+    # directory", seen in CI), or its removal hit the other sweep's Ray. Four processes hammer it here.
+    import multiprocessing
+
+    path = str(tmp_path / "new" / "ray_results")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        problems = pool.starmap(_check_storage_repeatedly, [(path, 2000)] * 4)
+    assert problems == [[]] * 4
+    assert list(tmp_path.iterdir()) == []  # and nothing is left behind
