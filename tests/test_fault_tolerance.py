@@ -309,6 +309,7 @@ def test_concurrent_sweeps_survive_a_killed_driver_and_resume_to_the_uninterrupt
     db = tmp_path / "mlflow.db"
 
     def finished_and_midway():
+        assert cut.poll() is None, (tmp_path / "cut.log").read_text()[-3000:]  # it gave up: say why now
         runs = progress(db, "cut")
         return sum(s == "FINISHED" for s, _ in runs) >= 1 and any(s == "RUNNING" and e >= 2 for s, e in runs)
 
