@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             load_checkpoint(ckpt)  # fail now, with a clear message, if it is unusable
         elif (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
             raise ConfigError(f"--out {out}: already holds a trial; use --resume to continue it or pick another directory")
-        from .trial import resolve_device
+        from .device import resolve_device
 
         resolve_device(cfg.train.device)
     except ConfigError as e:

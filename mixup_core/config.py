@@ -31,7 +31,7 @@ class DataConfig(_Strict):
     # Fraction of train (0 <= f < 1) or a count (int >= 1) held out for selection; 0 = no validation.
     val_size: Union[int, float] = 0.1
     augment: bool = True  # cifar/npz images: random crop (pad 4) + horizontal flip, batched on device
-    # feature_noise data-model parameters (see mixup_core/feature_noise.py for the model).
+    # feature_noise data-model parameters (see mixup_core/data/feature_noise.py for the model).
     num_classes: int = Field(2, ge=2)
     # Defaults: the regime where the paper's effect appears (docs/science.md); val_size 0.5 in the
     # bundled config gives 300 train / 300 validation examples.

@@ -4,7 +4,7 @@ Why: at batch 128 a ResNet-18 step is a few hundred small kernels. Launched one 
 H100 spends most of its time waiting for the CPU (the loop is launch-bound); replaying one captured
 graph costs one launch per step.
 
-What is captured is exactly `trial.train_step` (augmentation, Mixup sampling, forward/backward under
+What is captured is exactly `step.train_step` (augmentation, Mixup sampling, forward/backward under
 autocast, the optimiser step), on buffers whose addresses never change:
   * `order` [steps, batch]: the epoch's permutation (drawn eagerly from the data generator, as the eager
     loop does), and `counter` [1]: the step index, read and incremented on the device;
@@ -34,10 +34,10 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .config import ConfigError, TrialConfig
-from .datasets import TrialData
+from .data import TrialData
 from .mixup import Mixup
 from .schedule import lr_at
-from .trial import TrainingState, train_step
+from .step import TrainingState, train_step
 
 # Eager steps before a capture; the PyTorch docs use 3 (11 with DDP).
 WARMUP_STEPS = 3
@@ -224,7 +224,7 @@ class StepGraphs:
 
 
 class GraphedEpochs:
-    """A drop-in for `trial.train_one_epoch` that keeps its graph across epochs (see the module doc)."""
+    """A drop-in for `step.train_one_epoch` that keeps its graph across epochs (see the module doc)."""
 
     def __init__(self, capture: Optional[bool] = None, warmup_steps: int = WARMUP_STEPS):
         self._capture = capture  # None: capture on CUDA, run the static program eagerly elsewhere

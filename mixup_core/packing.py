@@ -9,7 +9,8 @@ Each trial keeps everything of its own: data (the validation split depends on th
 BatchNorm statistics, optimiser, generators, schedule, outputs. The models are not fused (no vmap, no
 grouped kernels), so each trial computes exactly what `run_trial` computes: on CPU the packed run
 reproduces N separate runs bit for bit, and every trial writes the same files as `run_trial`
-(config.yaml, metrics.jsonl, summary.json, checkpoints/) and reports to its own Reporter.
+(config.yaml, metrics.jsonl, summary.json, checkpoints/) through the same `outputs.TrialOutputs` and
+reports to its own Reporter.
 
 Trials must have the same number of steps per epoch (same training-set size and batch size) and run on
 the same device; anything else may differ. Trials advance in lockstep; a trial restored from an earlier
@@ -18,94 +19,42 @@ diverges or finishes leaves the pack. `images_per_s` in a trial's metrics is its
 pack's training time, so the pack's throughput is the sum over its trials.
 
 Checkpoints are taken jointly: after an epoch, every trial that trained it saves one when any of them is
-due (`trial.checkpoint_due`: its interval, keep_epochs, its last epoch, its reporter's needs), so the
+due (`outputs.checkpoint_due`: its interval, keep_epochs, its last epoch, its reporter's needs), so the
 newest checkpoints of a pack's trials always form one consistent restart point (a runner can persist
 the pack as a whole, see `on_epoch`).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, write_history
-from .config import ConfigError, TrialConfig, dump_yaml
-from .datasets import build_dataset
+from .config import ConfigError, TrialConfig
+from .data import TrialData, build_dataset
+from .device import resolve_device
 from .graphed_step import StaticStep, StepGraphs, use_cuda_graphs
 from .mixup import Mixup
-from .reporting import LocalReporter, Reporter
-from .trial import checkpoint_due, evaluate, feature_learning, new_state, resolve_device, summarize
+from .outputs import TrialOutputs
+from .reporting import Reporter
+from .step import new_state
 
 
 class _PackedTrial:
-    """One trial's state and outputs inside a pack; mirrors run_trial's per-epoch bookkeeping."""
+    """One trial inside a pack: its static-buffer step program and its outputs."""
 
-    def __init__(self, cfg: TrialConfig, data, out_dir: Path, reporter: Optional[Reporter], device: torch.device):
-        self.cfg, self.data, self.device = cfg, data, device
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.reporter = reporter or LocalReporter(self.out_dir)
-        self.config_yaml = dump_yaml(cfg)
-        (self.out_dir / "config.yaml").write_text(self.config_yaml)
-        self.ckpt_root = self.out_dir / "checkpoints"
+    def __init__(self, cfg: TrialConfig, data: TrialData, out_dir: Path, reporter: Optional[Reporter],
+                 device: torch.device):
+        self.cfg, self.data = cfg, data
         self.state = new_state(cfg, data, device)
-        self.mixup = Mixup(cfg.mixup)
-        self.history: list[dict[str, Any]] = []
-        restore = self.reporter.checkpoint_to_restore()
-        if restore is not None:
-            saved, history = load_checkpoint(restore)
-            self.state.load_dict(saved)
-            self.history = history[: self.state.epoch]
-        write_history(self.out_dir / "metrics.jsonl", self.history)
-        (self.out_dir / "summary.json").unlink(missing_ok=True)
-        self.log = (self.out_dir / "metrics.jsonl").open("a")
-        self.program = StaticStep(cfg, data, self.state, self.mixup)
-        self.status, self.error = "finished", None
-        self.started = time.perf_counter() - self.state.elapsed_s
-        self.summary: Optional[dict[str, Any]] = None
+        self.outputs = TrialOutputs(cfg, out_dir, reporter, self.state)  # restores `state`
+        self.program = StaticStep(cfg, data, self.state, Mixup(cfg.mixup))
 
     @property
-    def running(self) -> bool:
-        return self.summary is None and self.state.epoch < self.cfg.train.epochs
-
-    def finish_epoch(self, train_loss: float, lr: float, seen: int, train_s: float, mixing: bool,
-                     save: bool) -> None:
-        state = self.state
-        if not math.isfinite(train_loss):
-            self.status = "diverged"
-            self.error = f"diverged at epoch {state.epoch + 1} (train loss {train_loss})"
-            self.close()
-            return
-        row: dict[str, Any] = {"epoch": state.epoch + 1, "mixup_active": int(mixing), "lr": lr,
-                               "train_loss": train_loss}
-        row.update(evaluate(self.cfg, self.data, state.model))
-        row.update(feature_learning(self.data, state.model))
-        state.epoch += 1
-        state.elapsed_s = time.perf_counter() - self.started
-        row["images_per_s"] = seen / max(train_s, 1e-9)
-        row["elapsed_s"] = state.elapsed_s
-        self.history.append(row)
-        ckpt = None
-        if save:
-            ckpt = save_checkpoint(self.ckpt_root, state.epoch, state.to_dict(), self.history, self.config_yaml)
-        self.log.write(json.dumps(row) + "\n")
-        self.log.flush()
-        self.reporter.report(row, ckpt)
-        if save:
-            prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints, self.cfg.train.keep_epochs)
-
-    def close(self) -> dict[str, Any]:
-        if self.summary is None:
-            self.log.close()
-            self.summary = summarize(self.history, self.cfg.train.epochs, time.perf_counter() - self.started,
-                                     self.status, self.error)
-            (self.out_dir / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
-        return self.summary
+    def diverged(self) -> bool:
+        return self.outputs.status == "diverged"
 
 
 def packing_device(cfgs: Sequence[TrialConfig]) -> torch.device:
@@ -150,7 +99,7 @@ def run_packed_trials(
     last_checkpoint = time.perf_counter()
     try:
         while True:
-            running = [t for t in trials if t.running]
+            running = [t for t in trials if t.outputs.running]
             if not running:
                 break
             epoch = min(t.state.epoch for t in running)  # laggards (resumed earlier) catch up first
@@ -163,15 +112,14 @@ def run_packed_trials(
             results = [t.program.end_epoch() for t in group]  # syncs
             train_s = time.perf_counter() - start
             since = time.perf_counter() - last_checkpoint
-            save = any(checkpoint_due(t.cfg, t.reporter, epoch + 1, since) for t in group)
+            save = any(t.outputs.checkpoint_due(epoch + 1, since) for t in group)
             for t, (loss, lr, seen), mix in zip(group, results, mixing):
-                t.finish_epoch(loss, lr, seen, train_s, mix, save)
+                t.outputs.end_epoch(t.data, loss, lr, seen, train_s, mix, save)
             if save:
                 last_checkpoint = time.perf_counter()
             if on_epoch is not None:
-                on_epoch(epoch + 1, [i for i, t in enumerate(trials) if t in group and t.status != "diverged"])
+                on_epoch(epoch + 1, [i for i, t in enumerate(trials) if t in group and not t.diverged])
     finally:
         for t in trials:
-            if t.summary is None and not t.log.closed:
-                t.log.close()
-    return [t.close() for t in trials]
+            t.outputs.abandon()
+    return [t.outputs.close() for t in trials]

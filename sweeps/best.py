@@ -44,7 +44,7 @@ def resolve_store(tracking_uri: str | None) -> str:
     """The tracking URI exactly as `mixup-sweep run` resolves it (--tracking-uri, else $MLFLOW_TRACKING_URI,
     else sqlite:///mlflow.db in the working directory), refusing a SQLite file that does not exist:
     MLflow would silently create an empty store there, and there is nothing to select from."""
-    from mixup_core.config import ConfigError
+    from mixup_core import ConfigError
     from sweeps.tracking import resolve_tracking
 
     try:

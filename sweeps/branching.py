@@ -197,7 +197,7 @@ class BranchingReporter(RayReporter):
         self.share = share
 
     def checkpoint_to_restore(self) -> Optional[Path]:
-        from mixup_core.checkpoint import read_history
+        from mixup_core import read_history
 
         path = super().checkpoint_to_restore()
         if path is None and self.share["role"] == "branch":

@@ -32,7 +32,7 @@ def _exists(fs: pafs.FileSystem, path: str) -> bool:
 
 def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
     """The last epoch in a checkpoint's metric history (0 when unreadable)."""
-    from mixup_core.checkpoint import HISTORY_FILE
+    from mixup_core import HISTORY_FILE
 
     try:
         with fs.open_input_stream(f"{directory}/{HISTORY_FILE}") as f:
@@ -43,7 +43,7 @@ def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
 
 
 def _loads(checkpoint: tune.Checkpoint) -> bool:
-    from mixup_core.checkpoint import CheckpointError, load_checkpoint
+    from mixup_core import CheckpointError, load_checkpoint
 
     try:
         with checkpoint.as_directory() as directory:

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Optional
 
-from mixup_core.config import ConfigError
+from mixup_core import ConfigError
 
 from .spec import bundled_spec_names
 

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from ray import tune
 
-from mixup_core.config import flatten
+from mixup_core import flatten
 
 from .packs import PACK_KEY
 from .trainable import PLANNED_EPOCHS, ReportPolicy, SweepContext, placement_tags, run_name
@@ -128,7 +128,7 @@ def _restore_dirs(stack: contextlib.ExitStack, work_dir: Path, n: int) -> list[O
 
 
 def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> None:
-    from mixup_core.packing import run_packed_trials
+    from mixup_core import run_packed_trials
 
     sweep = context.sweep()
     points = [dict(p) for p in config[PACK_KEY]]
@@ -169,7 +169,7 @@ def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> 
 
 
 def _last_row(out_dir: Path) -> Optional[dict[str, Any]]:
-    from mixup_core.checkpoint import read_history
+    from mixup_core import read_history
 
     rows = read_history(out_dir / "metrics.jsonl")
     return rows[-1] if rows else None

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
-from mixup_core.config import ConfigError
+from mixup_core import ConfigError
 
 PROBE_TIMEOUT_S = 3.0
 # MLflow tracking stores a sweep can use (SQLAlchemy URIs may name a driver: postgresql+psycopg2).
@@ -102,7 +102,7 @@ def check_trial_data(sweep, address: Optional[str]) -> None:
     """npz data files of the sweep's trials, checked on the driver like mixup-train checks them. On an
     existing cluster (--address) a path missing here may exist on the nodes: only files present here
     are checked then."""
-    from mixup_core.npz_data import load_npz_arrays
+    from mixup_core import load_npz_arrays
 
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     configs = [sweep.trial_config(point) for point in sweep.grid_points() or [{}]]

@@ -20,7 +20,7 @@ from typing import Optional
 import yaml
 from ray import tune
 
-from mixup_core.config import ConfigError
+from mixup_core import ConfigError
 
 from . import search, tracking
 from .atomic_storage import storage_filesystem

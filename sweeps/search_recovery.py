@@ -50,7 +50,7 @@ def restored_trials(directory: str) -> Optional[list[RestoredTrial]]:
     try:
         state = _loads_with_cloudpickle(raw)
     except ValueError:  # JSONDecodeError: cut short by a driver killed while Ray rewrote it in place
-        from mixup_core.config import ConfigError
+        from mixup_core import ConfigError
 
         raise ConfigError(
             f"Ray's saved experiment state {path} is damaged ({len(raw)} bytes): the driver was killed while "

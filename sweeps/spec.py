@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mixup_core.config import (
+from mixup_core import (
     ConfigError,
     TrialConfig,
     flatten,

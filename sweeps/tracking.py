@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mixup_core.config import ConfigError, flatten
+from mixup_core import ConfigError, flatten
 
 ROLE_TAG = "mixup_sweep.role"
 TRIAL_ID_TAG = "mixup_sweep.trial_id"
@@ -342,7 +342,7 @@ def error_line(e: BaseException) -> str:
 def log_summary_of_logged_epochs(client, run, wall_s: float) -> None:
     """The summary metrics of a trial that could not log its own (stopped by ASHA), from the epochs it
     logged: best epoch and accuracies over the epochs it trained, `epochs` = how many that was."""
-    from mixup_core.trial import summarize
+    from mixup_core import summarize
 
     rows: dict[int, dict[str, Any]] = {}
     for key in ("val_acc", "test_acc"):

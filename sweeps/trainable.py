@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from ray import tune
 
-from mixup_core.config import flatten
+from mixup_core import flatten
 
 from .checkpoint_recovery import RestoreFromSurvivingCheckpoint
 from .spec import Sweep, validate_sweep
@@ -114,7 +114,7 @@ def placement_tags(device_choice: str) -> dict[str, str]:
     and the device the trial will train on (`train.device: auto` picks the assigned GPU)."""
     import ray
 
-    from mixup_core.trial import resolve_device
+    from mixup_core import resolve_device
 
     context = ray.get_runtime_context()
     gpus = context.get_accelerator_ids().get("GPU", [])
@@ -148,8 +148,8 @@ def _quiet_sigterm_in_finalizers() -> None:
 
 def train_trial(config: dict[str, Any], context: SweepContext) -> None:
     _quiet_sigterm_in_finalizers()
-    from mixup_core.checkpoint import latest_checkpoint, read_history
-    from mixup_core.trial import run_trial
+    from mixup_core import latest_checkpoint, read_history
+    from mixup_core import run_trial
 
     from .branching import make_reporter, shared_run_name, tag_shared_run
     from .packed_trainable import train_pack

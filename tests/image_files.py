@@ -1,4 +1,4 @@
-"""Writes a small image dataset in the `npz` format (mixup_core/npz_data.py), for tests.
+"""Writes a small image dataset in the `npz` format (mixup_core/data/npz.py), for tests.
 
 uint8 HWC images whose mean colour depends on the class, so a model has something to learn.
 """

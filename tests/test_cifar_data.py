@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from cifar_files import write_cifar
-from mixup_core.augment import ImagePipeline, Normalize, crop_flip, draw_crop_flip, random_crop_flip
-from mixup_core.cifar import LAYOUTS, load_cifar
+from mixup_core.data.augment import ImagePipeline, Normalize, crop_flip, draw_crop_flip, random_crop_flip
+from mixup_core.data.cifar import LAYOUTS, load_cifar
 from mixup_core.config import ConfigError, DataConfig
-from mixup_core.datasets import build_dataset
+from mixup_core.data import build_dataset
 
 CPU = torch.device("cpu")
 

@@ -19,11 +19,12 @@ import torch
 from image_files import write_images
 
 from mixup_core.config import ConfigError, load_trial_config, validate_trial_config
-from mixup_core.datasets import build_dataset
+from mixup_core.data import build_dataset
 from mixup_core.graphed_step import GraphedEpochs, StaticStep, StepGraphs, use_cuda_graphs
 from mixup_core.mixup import Mixup
 from mixup_core.reporting import LocalReporter
-from mixup_core.trial import new_state, run_trial, select_epoch_trainer, train_one_epoch
+from mixup_core.step import new_state, train_one_epoch
+from mixup_core.trial import run_trial, select_epoch_trainer
 
 TIMING_KEYS = {"images_per_s", "elapsed_s"}
 CUDA = torch.device("cuda")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mixup_core.config import DataConfig, ModelConfig
-from mixup_core.feature_noise import feature_measures, make_feature_noise_data, make_features, sample_examples
+from mixup_core.data.feature_noise import feature_measures, make_feature_noise_data, make_features, sample_examples
 from mixup_core.models import build_model
 from mixup_core.models.two_layer_cnn import TwoLayerCNN, smoothed_relu
 

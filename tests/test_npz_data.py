@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mixup_core.config import ConfigError, DataConfig
-from mixup_core.datasets import build_dataset
-from mixup_core.npz_data import load_npz
+from mixup_core.data import build_dataset
+from mixup_core.data.npz import load_npz
 
 CPU = torch.device("cpu")
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .augment import ImagePipeline, Normalize
-from .config import ConfigError, DataConfig
-from .datasets import TrialData, split_validation
+from ..config import ConfigError, DataConfig
+from .base import TrialData, split_validation
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import DataConfig
-from .datasets import TrialData, split_validation
+from ..config import DataConfig
+from .base import TrialData, split_validation
 
 # Independent random streams of one trial seed (no two (seed, stream) pairs share a generator seed).
 _STREAM_FEATURES, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .augment import ImagePipeline, Normalize
-from .config import ConfigError, DataConfig
-from .datasets import TrialData, split_validation
+from ..config import ConfigError, DataConfig
+from .base import TrialData, split_validation
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 MIN_AUGMENT_SIZE = 8  # a 4-pixel shift of a smaller image destroys more than it augments

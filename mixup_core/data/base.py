@@ -1,8 +1,5 @@
-"""Datasets as tensors resident on the training device, and the train/validation split.
-
-Every data source (the feature-noise model, CIFAR, a user's npz) returns a `TrialData`: whole tensors
-already on the device, so the training step never touches a DataLoader or the host.
-"""
+"""What every data source returns (`TrialData`: tensors resident on the training device) and the
+deterministic train/validation split."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import ConfigError, DataConfig
+from ..config import ConfigError
 
 Prepare = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
 
@@ -63,19 +60,3 @@ def split_validation(
     perm = torch.randperm(n, generator=gen).to(y.device)
     val_idx, train_idx = perm[:count], perm[count:]
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-
-
-def build_dataset(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
-    if cfg.name == "feature_noise":
-        from .feature_noise import make_feature_noise_data
-
-        return make_feature_noise_data(cfg, seed, device)
-    if cfg.name in ("cifar10", "cifar100"):
-        from .cifar import load_cifar
-
-        return load_cifar(cfg, seed, device)
-    if cfg.name == "npz":
-        from .npz_data import load_npz
-
-        return load_npz(cfg, seed, device)
-    raise ValueError(f"unknown dataset {cfg.name!r}")  # unreachable: the config is validated

@@ -1,0 +1,27 @@
+"""Where a trial trains and in which precision."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .config import ConfigError
+
+
+def resolve_device(choice: str) -> torch.device:
+    """train.device: auto (the GPU Ray assigned, else CPU) | cuda | cpu."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is available (use auto or cpu)")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def autocast_context(precision: str, device: torch.device):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        # No cast cache: every weight is cast once per step anyway (used once in the forward), and the
+        # cache's tensors outliving a step are what PyTorch warns about under CUDA-graph capture.
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return nullcontext()
