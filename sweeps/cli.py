@@ -59,7 +59,7 @@ def _after_sweep(outcome) -> int:
         print(f"sweep {outcome.name!r} interrupted: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
-    from .best import print_selection_after_sweep
+    from .best.command import print_selection_after_sweep
 
     print_selection_after_sweep(outcome.name, outcome.tracking_uri, outcome.parent_run_id)
     failed = max(outcome.failed_runs, len(outcome.errored))
@@ -119,7 +119,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _best(args: argparse.Namespace) -> int:
     from . import preflight, tracking
-    from .best import run_best
+    from .best.command import run_best
 
     uri = tracking.resolve_tracking(args.tracking_uri).uri  # the same default store as run/resume
     preflight.check_tracking_uri(uri, "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI")

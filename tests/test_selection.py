@@ -3,7 +3,7 @@
 The stores are built with the real MLflow client in exactly the sweep layout (design.md): a parent run
 tagged mixup_sweep.role=sweep, child runs with mlflow.parentRunId / role=trial / trial_id, string params,
 per-epoch metrics at step=epoch and step-less summary metrics. The expected selection is recomputed here
-from what MLflow holds, independently of sweeps.selection and sweeps.best.
+from what MLflow holds, independently of sweeps.best (selection and command).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from sweeps.best import print_selection_after_sweep, run_best
-from sweeps.selection import SelectionError, TrialRecord, group_trials, select
+from sweeps.best.command import print_selection_after_sweep, run_best
+from sweeps.best.selection import SelectionError, TrialRecord, group_trials, select
 
 EPOCHS = 6
 SEED_NOISE = {0: -0.010, 1: 0.000, 2: 0.012}
@@ -320,7 +320,7 @@ def test_best_in_a_fresh_process(store):
         ok = [exe, "best", "es", "--json", "--tracking-uri", store["uri"]]
         bad = [exe, "best", "nope", "--tracking-uri", store["uri"]]
     else:
-        call = "import sys; from sweeps.best import run_best; sys.exit(run_best({!r}, {!r}, True))"
+        call = "import sys; from sweeps.best.command import run_best; sys.exit(run_best({!r}, {!r}, True))"
         ok = [sys.executable, "-c", call.format("es", store["uri"])]
         bad = [sys.executable, "-c", call.format("nope", store["uri"])]
     proc = subprocess.run(ok, capture_output=True, text=True, timeout=120)

@@ -2,7 +2,7 @@
 
 Reading only MLflow means it works for sweeps run anywhere (laptop, cluster, another machine).
 
-Rules (see paper-notes.md, Practice):
+Rules (see ../shared/paper-notes.md, Practice):
 - Trials are grouped by their configuration minus the seed: the params that vary across the sweep's
   trials, `seed` left out, plus `mixup.stop_epoch` always (it is what is chosen). Each group is
   summarised over its seeds: mean, sample std, min, max, n.
@@ -17,8 +17,8 @@ Rules (see paper-notes.md, Practice):
   earlier configuration in table order (e.g. the earlier stop epoch). The result is flagged as within
   seed noise when the gap to the runner-up is at most the larger of their two stds.
 
-The selection as a document and a report: selection_report.py. Read from and written to MLflow
-(`mixup-sweep best`): best.py.
+The selection as a document and a report: report.py. Read from and written to MLflow
+(`mixup-sweep best`): command.py.
 """
 
 
@@ -33,13 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 DEFAULT_METRIC = "val_acc"
 DEFAULT_MODE = "max"
 
-ROLE_TAG = "mixup_sweep.role"
-TRIAL_ID_TAG = "mixup_sweep.trial_id"
-ERROR_TAG = "mixup_sweep.error"
-PARENT_RUN_TAG = "mlflow.parentRunId"
-SEED_KEY = "seed"
-STOP_EPOCH_KEY = "mixup.stop_epoch"
-TEST_ACC = "test_acc"
+from ..keys import SEED_KEY, STOP_EPOCH_KEY, TEST_ACC
 
 
 _FINISHED = "FINISHED"

@@ -1,5 +1,5 @@
 """`mixup-sweep best`: read a sweep's trials from MLflow, select (selection.py), print the report
-(selection_report.py) and write the selection onto the sweep's parent run.
+(report.py) and write the selection onto the sweep's parent run.
 
 Written onto the sweep's parent run (idempotent: running `best` again replaces, never duplicates):
 - metric `best_stop_epoch` at step 0; Mixup throughout (stop_epoch null) is encoded as -1, and the tag
@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import keys
+from ..keys import ERROR_TAG, PARENT_TAG, ROLE_TAG, STOP_EPOCH_KEY, TEST_ACC, TRIAL_ID_TAG
 from . import plots
 from .selection import (
-    DEFAULT_METRIC, DEFAULT_MODE, ERROR_TAG, PARENT_RUN_TAG, ROLE_TAG, STOP_EPOCH_KEY, TEST_ACC, TRIAL_ID_TAG,
+    DEFAULT_METRIC, DEFAULT_MODE,
     GroupResult, Selection, SelectionError, TrialRecord, config_label, group_trials, rank, select,
 )
-from .selection_report import format_report, selection_to_dict
+from .report import format_report, selection_to_dict
 
 NEVER_STOP_METRIC_VALUE = -1.0  # best_stop_epoch metric for "Mixup throughout" (stop_epoch null)
 ARTIFACT_DIR = "selection"
@@ -45,7 +47,7 @@ def resolve_store(tracking_uri: str | None) -> str:
     else sqlite:///mlflow.db in the working directory), refusing a SQLite file that does not exist:
     MLflow would silently create an empty store there, and there is nothing to select from."""
     from mixup_core import ConfigError
-    from sweeps.tracking import resolve_tracking
+    from ..tracking import resolve_tracking
 
     try:
         target = resolve_tracking(tracking_uri)
@@ -60,7 +62,7 @@ def resolve_store(tracking_uri: str | None) -> str:
 
 
 def _client(uri: str):
-    from sweeps.tracking import client_for
+    from ..tracking import client_for
 
     return client_for(uri)
 
@@ -116,7 +118,7 @@ def _record(run) -> TrialRecord:
 
 
 def read_trials(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    children = _search_all(client, [experiment_id], f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
+    children = _search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
     trials = [r for r in children if r.data.tags.get(ROLE_TAG) == "trial"]
     # A child without the role tag is only counted when no child has it (older or foreign layouts).
     return [_record(r) for r in (trials or children)]
@@ -131,8 +133,8 @@ def _infer_mode(metric: str) -> str:
 def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str, bool]:
     """(metric, mode, is_the_sweeps_own_metric). Only the sweep's own metric is written to the parent."""
     params, tags = parent.data.params, parent.data.tags
-    metric = params.get("metric") or tags.get("mixup_sweep.metric") or DEFAULT_METRIC
-    mode = params.get("mode") or tags.get("mixup_sweep.mode") or DEFAULT_MODE
+    metric = params.get("metric") or tags.get(keys.METRIC_TAG) or DEFAULT_METRIC
+    mode = params.get("mode") or tags.get(keys.MODE_TAG) or DEFAULT_MODE
     if metric_override and metric_override != metric:
         # Another metric than the sweep's: the sweep's mode may not apply (val_acc max vs val_loss min).
         return metric_override, _infer_mode(metric_override), False
@@ -218,12 +220,12 @@ def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[s
     now_ms = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now_ms, 0) for k, v in wanted.items() if current.get(k) != float(v)]
     tags = {
-        "mixup_sweep.best_stop_epoch": "null" if stop is None else str(stop),
-        "mixup_sweep.best_config": json.dumps(sel.best_config, sort_keys=True),
-        "mixup_sweep.selection_metric": sel.metric,
-        "mixup_sweep.selection_mode": sel.mode,
-        "mixup_sweep.selection_within_noise": json.dumps(sel.overall.within_noise),
-        "mixup_sweep.selection_excluded": str(len(sel.excluded)),
+        keys.BEST_STOP_EPOCH_TAG: "null" if stop is None else str(stop),
+        keys.BEST_CONFIG_TAG: json.dumps(sel.best_config, sort_keys=True),
+        keys.SELECTION_METRIC_TAG: sel.metric,
+        keys.SELECTION_MODE_TAG: sel.mode,
+        keys.SELECTION_WITHIN_NOISE_TAG: json.dumps(sel.overall.within_noise),
+        keys.SELECTION_EXCLUDED_TAG: str(len(sel.excluded)),
     }
     client.log_batch(parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
     return [f"{ARTIFACT_DIR}/{n}" for n in names]

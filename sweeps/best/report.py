@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .selection import TEST_ACC, STOP_EPOCH_KEY, GroupResult, Selection, Spread, Verdict, config_label, format_value
+from ..keys import STOP_EPOCH_KEY, TEST_ACC
+from .selection import GroupResult, Selection, Spread, Verdict, config_label, format_value
 
 
 def _clean(x: float | None) -> float | None:
