@@ -3,6 +3,7 @@
   mixup-sweep run SPEC [--address ADDR] [--tracking-uri URI] [--storage-path P] [--set k=v ...] [--dry-run]
   mixup-sweep resume NAME [--address ADDR] [--tracking-uri URI] [--storage-path P]
   mixup-sweep best NAME [--json] [--tracking-uri URI] [--run-id ID] [--metric M]
+  mixup-sweep cluster up|status|down [...]   the local development cluster (devcluster.py)
 
 SPEC is a YAML path or the name of a bundled spec (sweeps/specs/). `--set` semantics: see sweeps/spec.py.
 Every usage or configuration error is one line on stderr and exit code 2, before anything is created.
@@ -18,12 +19,13 @@ from typing import Optional
 
 from mixup_core import ConfigError
 
+from .ray_address import uses_cluster
 from .spec import bundled_spec_names
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixup-sweep", description="Mixup sweeps on Ray Tune, tracked in MLflow.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,resume,best}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,resume,best,cluster}")
 
     def cluster_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else an embedded local Ray)")
@@ -51,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     best.add_argument("--run-id", help="the sweep (parent) run to summarise (default: the newest of NAME)")
     best.add_argument("--metric", help="select on another logged metric (printed only, not written to MLflow)")
+    cluster = sub.add_parser("cluster", add_help=False, help="the local multi-node development cluster "
+                                                             "(up|status|down; mixup-sweep cluster --help)")
+    cluster.add_argument("cluster_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -72,7 +77,7 @@ def _keep_embedded_ray_on_loopback(address: Optional[str]) -> None:
     """An embedded Ray (no --address, no $RAY_ADDRESS) serves this machine only: Ray's single-node
     mode (named for macOS/Windows, where it is the default) binds its servers to 127.0.0.1 instead
     of every interface. Read when ray is imported, so set before that."""
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    if not uses_cluster(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -87,7 +92,7 @@ def _preflight(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .plan import describe
+    from .plan.dry_run import describe
     from .spec import load_sweep
 
     sweep = load_sweep(args.spec, args.overrides)
@@ -127,6 +132,11 @@ def _best(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cluster"]:  # its own parser (devcluster.py), options and --help included
+        from .devcluster import main as devcluster_main
+
+        return devcluster_main(argv[1:])
     args = _parser().parse_args(argv)
     # Ray Tune's table reporter (metric columns) instead of its newer free-form output.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

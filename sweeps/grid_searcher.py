@@ -1,4 +1,4 @@
-"""The searcher of every grid sweep: suggests the planned trials (branching.plan_trials) one at a time.
+"""The searcher of every grid sweep: suggests the planned trials (plan/) one at a time.
 
 Without prefix sharing the plan is the grid points in grid order (`--dry-run`'s list); with
 `resources.pack` it is the packs (packs.py), each suggested as one trial. Trunks (prefix
@@ -6,7 +6,7 @@ sharing) go first, as branches wait for them; then the longest trial that can st
 plan order; a branch only once its branch point exists (the trunk reported epoch >= E, or the point is
 on storage after a resume). Each suggestion
 carries its plan slot (`plan_slot`), so the trials Ray restores on `resume` say which slots they fill:
-`reconcile` rebuilds the searcher's record from them (search_recovery.py), whatever moment its own
+`reconcile` rebuilds the searcher's record from them (ray_compat/search_state.py), whatever moment its own
 saved state is from.
 """
 
@@ -18,8 +18,10 @@ from typing import Optional
 
 from ray.tune.search import Searcher
 
-from .branching import SHARE_KEY, SLOT_KEY, PlannedTrial, branch_point_exists
-from .packs import PlannedPack
+from .keys import SHARE_KEY, SLOT_KEY
+from .plan.packs import PlannedPack
+from .plan.sharing import PlannedTrial
+from .trial.branch_points import branch_point_exists
 
 
 class GridSearcher(Searcher):
@@ -98,7 +100,7 @@ class GridSearcher(Searcher):
         return trial_id in self.suggested.values()
 
     def reconcile(self, trials) -> None:
-        """Make the record agree with the trials Ray restored (`search_recovery.RestoredTrial`s): a slot is
+        """Make the record agree with the trials Ray restored (`ray_compat.experiment_state.RestoredTrial`s): a slot is
         suggested iff a restored trial fills it. A slot whose trial Ray lost is suggested again (`resume`
         deleted its orphaned MLflow run); a restored trial this record missed
         is not suggested twice. What the record says about a trunk holds only for the same trial."""

@@ -17,6 +17,8 @@ from typing import Optional
 
 from mixup_core import ConfigError
 
+from .ray_address import cluster_address, uses_cluster
+
 PROBE_TIMEOUT_S = 3.0
 # MLflow tracking stores a sweep can use (SQLAlchemy URIs may name a driver: postgresql+psycopg2).
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
@@ -34,9 +36,8 @@ def _split_host_port(text: str) -> Optional[tuple[str, int]]:
 
 def check_ray_address(address: Optional[str]) -> None:
     """--address (else $RAY_ADDRESS): well formed and something listens there."""
-    flag = "--address"
-    if not address:
-        address, flag = os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS"
+    flag = "--address" if address else "$RAY_ADDRESS"
+    address = cluster_address(address)
     if not address or address in ("auto", "local"):
         return
     rest = address[len("ray://"):] if address.startswith("ray://") else address
@@ -102,9 +103,9 @@ def check_trial_data(sweep, address: Optional[str]) -> None:
     """npz data files of the sweep's trials, checked on the driver like mixup-train checks them. On an
     existing cluster (--address) a path missing here may exist on the nodes: only files present here
     are checked then."""
-    from mixup_core import load_npz_arrays
+    from mixup_core import load_npz_arrays  # numpy and torch: only when a sweep uses npz data
 
-    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    remote = uses_cluster(address)
     configs = [sweep.trial_config(point) for point in sweep.grid_points() or [{}]]
     roots = {cfg.data.root for cfg in configs if cfg.data.name == "npz"}
     for root in sorted(roots):
@@ -122,15 +123,12 @@ def check_local_resources(sweep, address: Optional[str]) -> Optional[str]:
     would wait for ever (Ray only warns): refuse it up front. A pack that `pack: auto` chose too big for
     this machine is made smaller instead (returns a note saying so). A cluster may autoscale: not
     checked. Imports ray: call it after cli._keep_embedded_ray_on_loopback."""
-    if address or os.environ.get("RAY_ADDRESS"):
+    if uses_cluster(address):
         return None
-    res = sweep.spec.resources
-    try:
-        from ray._private.utils import get_num_cpus  # what the embedded Ray will offer (cgroup-aware)
+    from .ray_compat.resources import embedded_ray_cpus
 
-        have_cpu = float(get_num_cpus())
-    except Exception:  # a Ray without it: the plain count
-        have_cpu = float(os.cpu_count() or 1)
+    res = sweep.spec.resources
+    have_cpu = embedded_ray_cpus()
     have_gpu = 0
     if res.gpu > 0:
         import torch

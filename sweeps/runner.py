@@ -22,12 +22,17 @@ from ray import tune
 
 from mixup_core import ConfigError
 
-from . import search, tracking
+from . import keys, search, tracking
 from .atomic_storage import storage_filesystem
-from .branching import ignored_note as ignored_share_note
-from .search_recovery import restored_trials
+from .plan.packs import packs_trials
+from .plan.ray_trials import ray_trial_count
+from .plan.sharing import ignored_note as ignored_share_note
+from .ray_address import cluster_address, uses_cluster
+from .ray_compat.experiment_state import restored_trials
+from .ray_compat.runtime_env import keep_credentials_out_of_runtime_env
 from .spec import Sweep, metric_available, validate_sweep
-from .trainable import SweepContext, train_trial
+from .trial.context import TrialContext
+from .trial.trainable import train_trial
 
 DEFAULT_STORAGE = "ray_results"
 PROGRESS_COLUMNS = ("epoch", "val_acc", "test_acc", "test_acc_rare")
@@ -103,30 +108,14 @@ def start_ray(address: Optional[str]) -> None:
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if address:
         ray.init(address=address)
     else:
         # A new embedded single-node Ray (on loopback: see cli.py). address="local": never attach to a
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
         ray.init(address="local", include_dashboard=False)
-        _keep_credentials_out_of_runtime_env()
-
-
-# Cloud credentials Ray Tune copies from the driver's environment into every trial actor's runtime_env
-# (for remote storage on other nodes); Ray's runtime-env agent then writes them into its session log.
-# An embedded Ray's workers inherit the driver's environment anyway, so nothing needs copying there.
-_CREDENTIAL_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
-
-
-def _keep_credentials_out_of_runtime_env() -> None:
-    try:
-        from ray.tune.execution import class_cache
-    except ImportError:  # a Ray without this module: nothing is copied
-        return
-    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
-    if isinstance(propagated, (set, frozenset)):
-        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - _CREDENTIAL_VARS
+        keep_credentials_out_of_runtime_env()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,11 +151,11 @@ class TrialRunCloser(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epoch = (trial.last_result or {}).get("epoch")
-        self._close(trial, "FINISHED", {"mixup_sweep.stopped_early": f"stopped by the scheduler after epoch {epoch}"},
+        self._close(trial, "FINISHED", {keys.STOPPED_EARLY_TAG: f"stopped by the scheduler after epoch {epoch}"},
                     summarize=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED", {tracking.ERROR_TAG: "the trial process failed (see error.txt in its Ray trial directory)"})
+        self._close(trial, "FAILED", {keys.ERROR_TAG: "the trial process failed (see error.txt in its Ray trial directory)"})
 
 
 def _progress_reporter(sweep: Sweep):
@@ -181,7 +170,22 @@ def _progress_reporter(sweep: Sweep):
     )
 
 
-def _trainable(sweep: Sweep, context):
+def trial_context(sweep: Sweep, tracking_uri: str, experiment_id: str, parent_run_id: str) -> TrialContext:
+    """Everything a trial needs from the spec, resolved here once (trial/context.py)."""
+    return TrialContext(
+        base_trial=sweep.base_trial,
+        metric=sweep.spec.metric,
+        mode=sweep.spec.mode,
+        report_interval_s=sweep.spec.report_interval_s,
+        rung_epochs=search.asha_rung_epochs(sweep),
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        varying_keys=tuple(sweep.varying_keys),
+    )
+
+
+def _trainable(sweep: Sweep, context: TrialContext):
     res = sweep.spec.resources  # per trial; a pack holds what its trials need together
     resources = {"cpu": res.cpu * res.pack, "gpu": res.gpu * res.pack}
     return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
@@ -195,8 +199,8 @@ def saved_statuses(path: str) -> dict[str, str]:
 
 def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
-    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, search.ray_trial_count(sweep),
-                           saved_statuses(path), unit="pack(s)" if sweep.spec.resources.pack > 1 else "trial(s)")
+    outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, ray_trial_count(sweep),
+                           saved_statuses(path), unit="pack(s)" if packs_trials(sweep) else "trial(s)")
     if outcome.interrupted:
         # Trials stopped by Ctrl-C keep RUNNING child runs: mark them KILLED (resume reopens them).
         for trial_id in outcome.unfinished:
@@ -207,11 +211,11 @@ def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: s
     else:
         def count(where: str) -> int:
             return len(client.search_runs([experiment_id], max_results=10_000,
-                                          filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and {where}"))
+                                          filter_string=f"tags.`{keys.PARENT_TAG}` = '{parent_run_id}' and {where}"))
 
         outcome.failed_runs = count("attributes.status = 'FAILED'")
-        outcome.finished_runs = count(f"tags.`{tracking.ROLE_TAG}` = 'trial' and attributes.status = 'FINISHED'")
-        client.set_tag(parent_run_id, "mixup_sweep.trials_failed", str(outcome.failed_runs))
+        outcome.finished_runs = count(f"tags.`{keys.ROLE_TAG}` = 'trial' and attributes.status = 'FINISHED'")
+        client.set_tag(parent_run_id, keys.TRIALS_FAILED_TAG, str(outcome.failed_runs))
         client.set_terminated(parent_run_id, status="FINISHED")
     return outcome
 
@@ -232,7 +236,7 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
             f"or delete that directory (or pick another name with --set name=...) to start over"
         )
 
-    if (address or os.environ.get("RAY_ADDRESS")) and target.sqlite_path is not None:
+    if uses_cluster(address) and target.sqlite_path is not None:
         print(f"note: trials write to {target.sqlite_path}: on a multi-node cluster every node must see that path; "
               f"otherwise use an MLflow server (--tracking-uri http://HOST:PORT)", file=sys.stderr)
     client = tracking.client_for(target.uri)
@@ -242,7 +246,7 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     note = ignored_share_note(sweep)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
+    context = trial_context(sweep, target.uri, experiment_id, parent_run_id)
     _fit(client, parent_run_id, address, lambda: tune.Tuner(
         _trainable(sweep, context),
         tune_config=search.tune_config(sweep, branch_root=f"{path}/branch_points"),
@@ -280,7 +284,7 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
         if lost:
             print(f"note: deleted {lost} MLflow run(s) of trial(s) lost with the driver before Ray saved them; "
                   f"their places in the sweep run again", file=sys.stderr)
-    context = SweepContext(sweep.to_dict(), target.uri, experiment_id, parent_run_id)
+    context = trial_context(sweep, target.uri, experiment_id, parent_run_id)
     # Errored trials continue from their last checkpoint (resume_errored), not from scratch.
     _fit(client, parent_run_id, address, lambda: tune.Tuner.restore(
         path,

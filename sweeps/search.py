@@ -2,28 +2,28 @@
 
 Grid: a `GridSearcher` (grid_searcher.py) suggests the planned trials, each with its grid point under
 the config key `grid_point` and its plan slot: the trials `--dry-run` lists, in its order where they
-are equally long, longest first otherwise (with prefix sharing, branching.py: plus trunks, first, and
-branches once their trunk's checkpoint exists).
+are equally long, longest first otherwise (with prefix sharing, plan/sharing.py: plus trunks, first,
+and branches once their trunk's checkpoint exists).
 With `optuna`: Ray's `OptunaSearch` (TPE, seeded) owns the whole space; grid keys become categorical
 dimensions (Optuna picks among their values); `n_trials` is the total number of trials.
 Either searcher runs under a concurrency limit (`max_concurrent`) inside a search generator that, on
-`resume`, agrees with the trials Ray restored (search_recovery.py).
+`resume`, agrees with the trials Ray restored (ray_compat/search_state.py).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .branching import SLOT_KEY, plan_trials
 from .grid_searcher import GridSearcher
-from .packs import pack_plan, packs_trials
-from .search_recovery import ReconcilingConcurrencyLimiter, ReconcilingSearchGenerator
+from .keys import GRID_POINT, PLANNED_EPOCHS, SLOT_KEY
+from .plan.packs import packs_trials
+from .plan.ray_trials import concurrent_ray_trials, planned_ray_trials, ray_trial_count
+from .ray_compat import asha
+from .ray_compat.search_state import ReconcilingConcurrencyLimiter, ReconcilingSearchGenerator
 from .spec import SearchDimension, Sweep
-from .trainable import GRID_POINT, PLANNED_EPOCHS
 
 
 def optuna_distribution(dim: SearchDimension):
@@ -50,7 +50,7 @@ def make_searcher(sweep: Sweep):
     """Ray's OptunaSearch with a seeded TPE sampler (Optuna's defaults of the installed version)."""
     if sweep.spec.optuna is None:
         return None
-    from .optuna_search import KnowingOptunaSearch
+    from .ray_compat.optuna_search import KnowingOptunaSearch  # imports optuna: only for Optuna sweeps
 
     return KnowingOptunaSearch(
         space=optuna_space(sweep),
@@ -87,14 +87,10 @@ def make_scheduler(sweep: Sweep):
 
 
 def asha_rung_epochs(sweep: Sweep) -> frozenset[int]:
-    """The epochs at which ASHA compares trials (its rungs): Ray must see those results, whatever the
-    report interval. ASHA records a trial at its first result with epoch >= the rung's milestone."""
-    asha = sweep.spec.scheduler
-    if asha is None:
-        return frozenset()
-    max_t = asha.max_t if asha.max_t is not None else sweep.max_epochs()
-    rungs = int(math.log(max_t / asha.grace_period) / math.log(asha.reduction_factor) + 1)  # as Ray's _Bracket
-    return frozenset(math.ceil(asha.grace_period * asha.reduction_factor**k) for k in range(rungs))
+    """The epochs at which the sweep's ASHA compares trials: Ray must see those results, whatever the
+    report interval (resolved here, on the driver, into the trials' context)."""
+    scheduler = make_scheduler(sweep)
+    return asha.rung_epochs(scheduler) if scheduler is not None else frozenset()
 
 
 def parameter_columns(sweep: Sweep) -> dict[str, str]:
@@ -108,23 +104,6 @@ def parameter_columns(sweep: Sweep) -> dict[str, str]:
 def trial_dirname(trial) -> str:
     """Short, stable trial directory names (Ray's default embeds every value and a timestamp)."""
     return f"trial_{trial.trial_id}"
-
-
-def planned_ray_trials(sweep: Sweep):
-    """A grid sweep's Ray trials: the packs (resources.pack > 1), else the planned trials (with prefix
-    sharing: trunks and branches)."""
-    return pack_plan(sweep) if packs_trials(sweep) else plan_trials(sweep)
-
-
-def ray_trial_count(sweep: Sweep) -> int:
-    """How many Ray trials the sweep creates (with prefix sharing: plus the trunks the grid lacks;
-    packed: one per pack)."""
-    return sweep.n_trials if sweep.spec.optuna else len(planned_ray_trials(sweep))
-
-
-def concurrent_ray_trials(sweep: Sweep) -> int:
-    """max_concurrent counts trials; a pack is `resources.pack` of them (the spec ensures >= 1 pack)."""
-    return sweep.spec.max_concurrent // sweep.spec.resources.pack
 
 
 def tune_config(sweep: Sweep, branch_root: str) -> tune.TuneConfig:

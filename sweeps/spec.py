@@ -42,22 +42,10 @@ from mixup_core import (
     validate_trial_config,
 )
 
-SPEC_DIR = Path(__file__).parent / "specs"
+from .metrics import EPOCH_METRICS, metric_mode
+from .trial.context import trial_config_at, trial_dict_at
 
-# Per-epoch metrics a trial reports (metrics.jsonl), and what a trial needs to report them.
-EPOCH_METRICS: dict[str, Optional[str]] = {
-    "train_loss": None,
-    "val_acc": "validation",
-    "val_loss": "validation",
-    "val_ece": "validation",
-    "test_acc": None,
-    "test_loss": None,
-    "test_ece": None,
-    "test_acc_common": "feature_noise",
-    "test_acc_rare": "feature_noise",
-    "feat_common": "feature_noise",
-    "feat_rare": "feature_noise",
-}
+SPEC_DIR = Path(__file__).parent / "specs"
 
 # Validating the full grid product is exact but costs ~50 us per point; beyond this, values are
 # validated one key at a time only.
@@ -203,16 +191,9 @@ class Sweep:
             values += _dimension_values(self.spec.optuna.space["train.epochs"])
         return int(max(v for v in values if v is not None))
 
-    def trial_dict(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The raw configuration of the trial with these values of the varying keys."""
-        raw = copy.deepcopy(self.base_trial)
-        for key, value in params.items():
-            set_dotted(raw, key, value)
-        return raw
-
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
-        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        return validate_trial_config(self.trial_dict(params), source=f"the trial with {shown or 'no changes'}")
+        """The validated configuration of the trial with these values of the varying keys."""
+        return trial_config_at(self.base_trial, params)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec (overrides applied, trial defaults filled): what `resume` reloads."""
@@ -448,7 +429,7 @@ def _dimension_values(dim: SearchDimension) -> list[Any]:
 
 def _validate_point(sweep: Sweep, point: dict[str, Any], where: str) -> TrialConfig:
     try:
-        return TrialConfig.model_validate(sweep.trial_dict(point))
+        return TrialConfig.model_validate(trial_dict_at(sweep.base_trial, point))
     except ValidationError as err:
         shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
         detail = format_validation_error(err, TrialConfig)
@@ -472,8 +453,7 @@ def _check_metric(spec: SweepSpec, configs: list[TrialConfig]) -> None:
         problem = metric_available(spec.metric, cfg)
         if problem:
             raise ConfigError(f"metric: {problem}")
-    higher_is_better = spec.metric.endswith("_acc") or "_acc_" in spec.metric or spec.metric.startswith("feat_")
-    wanted = "max" if higher_is_better else "min"
+    wanted = metric_mode(spec.metric)
     if spec.mode != wanted:
         raise ConfigError(f"mode: {spec.mode} would select the worst {spec.metric}; use mode: {wanted}")
 

@@ -7,7 +7,7 @@
   child run (one per trial, created by the trial itself): tags mlflow.parentRunId, mixup_sweep.role=trial,
       mixup_sweep.trial_id (Ray's trial id, stable across restarts and `resume`; a packed trial's:
       "<Ray trial id>-<member>"), mixup_sweep.ray_trial_id (the Ray trial that trains it, its pack's
-      when packed, see packs.py); params = the flattened
+      when packed, see plan/packs.py); params = the flattened
       trial configuration; per-epoch metrics with step=epoch; summary metrics (no step); artifacts
       config.yaml, metrics.jsonl, summary.json and checkpoint/ (the final checkpoint); status FINISHED, or
       FAILED with tag mixup_sweep.error.
@@ -38,14 +38,7 @@ from typing import Any, Optional
 
 from mixup_core import ConfigError, flatten
 
-ROLE_TAG = "mixup_sweep.role"
-TRIAL_ID_TAG = "mixup_sweep.trial_id"
-RAY_TRIAL_TAG = "mixup_sweep.ray_trial_id"
-ERROR_TAG = "mixup_sweep.error"
-STORAGE_TAG = "mixup_sweep.storage"
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-SPEC_ARTIFACT = "spec.yaml"
+from .keys import ERROR_TAG, PARENT_TAG, RAY_TRIAL_TAG, ROLE_TAG, SPEC_ARTIFACT, STORAGE_TAG, TRIAL_ID_TAG
 
 # Numeric entries of summary.json logged as run-level metrics (no step).
 SUMMARY_METRICS = ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc", "epochs", "wall_s")
@@ -92,7 +85,7 @@ def client_for(uri: str):
     # store would race on that (alembic fails half-way). One process at a time, per file.
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
-        client._tracking_client.store  # noqa: B018 (opens the store: creates/migrates the schema)
+        client.search_experiments(max_results=1)  # opens the store: creates/migrates the schema
     return client
 
 

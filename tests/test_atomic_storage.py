@@ -13,7 +13,7 @@ import pytest
 
 from mixup_core.config import ConfigError
 from sweeps.atomic_storage import storage_filesystem
-from sweeps.search_recovery import restored_trials
+from sweeps.ray_compat.experiment_state import restored_trials
 
 
 def test_a_writer_killed_mid_file_leaves_the_previous_file_whole(tmp_path):

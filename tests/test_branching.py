@@ -25,7 +25,7 @@ from sweep_support import (
     write_spec,
 )
 
-from sweeps.branching import plan_cost, plan_trials
+from sweeps.plan.sharing import plan_cost, plan_trials
 from sweeps.spec import validate_sweep
 
 T = 12

@@ -252,3 +252,18 @@ def test_local_cluster_script_is_executable_and_documents_itself():
     assert os.access(script, os.X_OK) and script.read_text().startswith("#!/usr/bin/env python3")
     out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and all(cmd in out.stdout for cmd in ("up", "status", "down"))
+
+
+def test_the_image_pins_a_ray_inside_the_tested_range():
+    """pyproject.toml caps ray at what ray_compat's canaries were run against; the image must install a
+    version in that range (and the driver's installed Ray is one too)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    ray_req = next(Requirement(d) for d in deps if Requirement(d).name == "ray")
+    assert ray_req.specifier.contains(dockerfile_arg("RAY_VERSION")), (ray_req, dockerfile_arg("RAY_VERSION"))
+    assert ray_req.specifier.contains(version("ray"))
+    assert any(s.operator == "<" for s in ray_req.specifier), f"{ray_req}: no upper bound"

@@ -20,7 +20,7 @@ from test_fault_tolerance import (
     trial_with,
 )
 
-from sweeps.packs import pack_plan
+from sweeps.plan.packs import pack_plan
 from sweeps.preflight import largest_fitting_pack
 from sweeps.spec import load_sweep, validate_sweep
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from sweep_support import tiny_spec
 
-from sweeps.branching import SLOT_KEY, plan_trials
+from sweeps.keys import SLOT_KEY
+from sweeps.plan.sharing import plan_trials
 from sweeps.grid_searcher import GridSearcher
 from sweeps.search import make_searcher
-from sweeps.search_recovery import ReconcilingConcurrencyLimiter, RestoredTrial
+from sweeps.ray_compat.experiment_state import RestoredTrial
+from sweeps.ray_compat.search_state import ReconcilingConcurrencyLimiter
 from sweeps.spec import validate_sweep
-from sweeps.trainable import GRID_POINT
+from sweeps.keys import GRID_POINT
 
 
 def limited_grid(tmp_path, max_concurrent: int = 1) -> ReconcilingConcurrencyLimiter:

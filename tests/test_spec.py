@@ -180,7 +180,7 @@ def test_rung_epochs_are_the_epochs_ray_asha_compares_at(grace, factor, max_t):
 
 
 def test_report_policy_throttles_ray_but_never_skips_a_required_epoch():
-    from sweeps.trainable import ReportPolicy
+    from sweeps.trial.reporters import ReportPolicy
 
     policy = ReportPolicy(interval_s=1.0, required_epochs=frozenset({4, 10}))
     assert policy.due(1, has_checkpoint=False, seconds_since_last=float("inf"))  # the first result

@@ -12,7 +12,7 @@ import textwrap
 def test_system_exit_in_a_finalizer_is_quiet_and_other_errors_are_not():
     script = textwrap.dedent("""
         import os, signal, weakref
-        from sweeps.trainable import _quiet_sigterm_in_finalizers
+        from sweeps.trial.trainable import _quiet_sigterm_in_finalizers
 
         _quiet_sigterm_in_finalizers()
         _quiet_sigterm_in_finalizers()  # every trial calls it: installed once

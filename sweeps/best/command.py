@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import keys
+from ..metrics import metric_mode
 from ..keys import ERROR_TAG, PARENT_TAG, ROLE_TAG, STOP_EPOCH_KEY, TEST_ACC, TRIAL_ID_TAG
 from . import plots
 from .selection import (
@@ -124,12 +125,6 @@ def read_trials(client, experiment_id: str, parent_run_id: str) -> list[TrialRec
     return [_record(r) for r in (trials or children)]
 
 
-def _infer_mode(metric: str) -> str:
-    # The rule sweeps/spec.py enforces for a spec's metric: accuracies and feature measures go up.
-    higher_is_better = metric.endswith("_acc") or "_acc_" in metric or metric.startswith("feat_")
-    return "max" if higher_is_better else "min"
-
-
 def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str, bool]:
     """(metric, mode, is_the_sweeps_own_metric). Only the sweep's own metric is written to the parent."""
     params, tags = parent.data.params, parent.data.tags
@@ -137,7 +132,7 @@ def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str
     mode = params.get("mode") or tags.get(keys.MODE_TAG) or DEFAULT_MODE
     if metric_override and metric_override != metric:
         # Another metric than the sweep's: the sweep's mode may not apply (val_acc max vs val_loss min).
-        return metric_override, _infer_mode(metric_override), False
+        return metric_override, metric_mode(metric_override), False
     return metric, mode, True
 
 

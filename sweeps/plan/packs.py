@@ -8,7 +8,7 @@ The plan: the grid's trials, longest first (equal lengths in grid order), cut in
 to N as possible, of even sizes, among trials that can train in lockstep: same data, batch size and device (so the same steps per
 epoch). Each pack is one Ray trial with config `{"pack": [grid point, ...], "plan_slot": i}`, holding
 N x `resources.cpu` and N x `resources.gpu`. Every member still gets its own MLflow child run, with its
-own params, metrics, summary and artifacts (packed_trainable.py), so `best` and the MLflow UI see
+own params, metrics, summary and artifacts (trial/packed.py), so `best` and the MLflow UI see
 trials as usual. What packing cannot combine with is refused by the spec (`spec._pack_refusal`): Optuna,
 ASHA, prefix sharing.
 """
@@ -19,10 +19,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .branching import PlannedTrial, independent_plan
-from .spec import Sweep
-
-PACK_KEY = "pack"  # Ray config of a packed trial: the members' grid points, in member order
+from ..keys import PACK_KEY
+from ..spec import Sweep
+from .sharing import PlannedTrial, independent_plan
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The Ray trainable of a pack (`resources.pack`, packs.py): one Ray trial trains its member trials
+"""The Ray trainable of a pack (`resources.pack`, plan/packs.py): one Ray trial trains its member trials
 together with `mixup_core.packing.run_packed_trials`.
 
   * Each member has its own MLflow child run, as if it had run alone: trial id "<Ray trial id>-<k>", tag
@@ -24,12 +24,13 @@ from ray import tune
 
 from mixup_core import flatten
 
-from .packs import PACK_KEY
-from .trainable import PLANNED_EPOCHS, ReportPolicy, SweepContext, placement_tags, run_name
-from .tracking import TrialRun, error_line
+from ..keys import PACK_KEY, PACK_MEMBER_TAG, PLANNED_EPOCHS
+from ..tracking import TrialRun, error_line
+from .context import TrialContext
+from .placement import placement_tags
+from .reporters import ReportPolicy
 
 MEMBER_DIR = "member_{}"
-PACK_TAG = "mixup_sweep.pack_member"  # "k/N": this run is member k of a pack of N
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -66,11 +67,11 @@ class MemberReporter:
 class PackRayReporter:
     """Reports the pack to Ray once per lockstep epoch that is due (packing's `on_epoch`)."""
 
-    def __init__(self, members: list[MemberReporter], work_dir: Path, metric: str, mode: str,
+    def __init__(self, members: list[MemberReporter], work_dir: Path, context: TrialContext,
                  planned_epochs: int, policy: ReportPolicy):
         self.members = members
         self.work_dir = work_dir
-        self.metric, self.mode = metric, mode
+        self.metric, self.mode = context.metric, context.mode
         self.planned_epochs = planned_epochs
         self.policy = policy
         self.reports = 0
@@ -127,12 +128,11 @@ def _restore_dirs(stack: contextlib.ExitStack, work_dir: Path, n: int) -> list[O
     return dirs
 
 
-def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> None:
-    from mixup_core import run_packed_trials
+def train_pack(config: dict[str, Any], context: TrialContext, trial_id: str) -> None:
+    from mixup_core import run_packed_trials  # torch: imported in the trial process only
 
-    sweep = context.sweep()
     points = [dict(p) for p in config[PACK_KEY]]
-    cfgs = [sweep.trial_config(p) for p in points]
+    cfgs = [context.trial_config(p) for p in points]
     work_dir = Path(os.getcwd()) / f"trial_{trial_id}"  # scratch on this node, as in train_trial
     # A restarted pack may find its killed attempt's files here (reused actors share the working
     # directory): checkpoints newer than the one Ray restores would make pruning drop the new ones.
@@ -140,16 +140,16 @@ def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> 
     runs = []
     for k, (point, cfg) in enumerate(zip(points, cfgs)):
         run = TrialRun.open(context.tracking_uri, context.experiment_id, context.parent_run_id, f"{trial_id}-{k}",
-                            run_name(point), flatten(cfg.to_dict()), ray_trial_id=trial_id)
-        run.set_tags({**placement_tags(cfg.train.device), PACK_TAG: f"{k + 1}/{len(points)}"})
+                            context.run_name(point), flatten(cfg.to_dict()), ray_trial_id=trial_id)
+        run.set_tags({**placement_tags(cfg.train.device), PACK_MEMBER_TAG: f"{k + 1}/{len(points)}"})
         runs.append(run)
     out_dirs = [work_dir / MEMBER_DIR.format(k) for k in range(len(points))]
     planned = max(c.train.epochs for c in cfgs)
     try:
         with contextlib.ExitStack() as stack:
             members = [MemberReporter(run, d) for run, d in zip(runs, _restore_dirs(stack, work_dir, len(points)))]
-            pack = PackRayReporter(members, work_dir, sweep.spec.metric, sweep.spec.mode, planned,
-                                   ReportPolicy(sweep.spec.report_interval_s, frozenset({planned})))
+            pack = PackRayReporter(members, work_dir, context, planned,
+                                   ReportPolicy(context.report_interval_s, frozenset({planned})))
             summaries = run_packed_trials(cfgs, out_dirs, members, on_epoch=pack.on_epoch)
             for run, member, out_dir, summary in zip(runs, members, out_dirs, summaries):
                 run.flush()  # a diverged member stops between checkpoints
@@ -169,7 +169,7 @@ def train_pack(config: dict[str, Any], context: SweepContext, trial_id: str) -> 
 
 
 def _last_row(out_dir: Path) -> Optional[dict[str, Any]]:
-    from mixup_core import read_history
+    from mixup_core import read_history  # torch: imported in the trial process only
 
     rows = read_history(out_dir / "metrics.jsonl")
     return rows[-1] if rows else None

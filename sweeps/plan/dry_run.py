@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-from .spec import Sweep
+from ..keys import STOP_EPOCH_KEY
+from ..spec import Sweep
+from .packs import pack_plan, packs_trials
+from .sharing import plan_cost, plan_trials, sharing_applies
 
 
 def _fmt(value: Any) -> str:
@@ -74,18 +78,14 @@ def _fingerprint(point: dict[str, Any]) -> str:
 
 def _pack_numbers(sweep: Sweep) -> dict[str, int]:
     """Grid point -> its pack's number (1-based, the order packs start in); empty when not packed."""
-    from .packs import pack_plan, packs_trials
-
     if not packs_trials(sweep):
         return {}
     return {_fingerprint(m.point): n for n, pack in enumerate(pack_plan(sweep), 1) for m in pack.members}
 
 
 def _sharing_lines(sweep: Sweep, independent: int, bound: str) -> list[str]:
-    """The cost with and without Mixup-prefix sharing (share_prefix; see branching.py)."""
-    from .branching import STOP_KEY, plan_cost, plan_trials, sharing_applies
-
-    if STOP_KEY not in sweep.grid_keys:
+    """The cost with and without Mixup-prefix sharing (share_prefix; see sharing.py)."""
+    if STOP_EPOCH_KEY not in sweep.grid_keys:
         return []
     if not sweep.spec.share_prefix:
         return [f"share_prefix: false (with sharing: {bound}{plan_cost(plan_trials_shared(sweep))} epochs; "
@@ -106,9 +106,5 @@ def _sharing_lines(sweep: Sweep, independent: int, bound: str) -> list[str]:
 
 
 def plan_trials_shared(sweep: Sweep):
-    import dataclasses
-
-    from .branching import plan_trials
-
     shared_spec = sweep.spec.model_copy(update={"share_prefix": True})
     return plan_trials(dataclasses.replace(sweep, spec=shared_spec))

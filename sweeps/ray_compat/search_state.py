@@ -14,54 +14,21 @@ trials: the number suggested; the trials the concurrency limit counts as running
 not TERMINATED: Ray runs each of them again, and each reports its end); and, where the searcher has a
 `reconcile(trials)`, the grid slots taken (grid_searcher.py). A searcher may also say which trials it
 `knows`: the limiter forwards results only for those (Optuna's searcher raises on a trial it never saw).
+
+Internals used: `ConcurrencyLimiter.live_trials`, `.num_unfinished_live_trials`, `.cached_results`;
+`SearchGenerator._counter`, `._finished`, and `restore_from_dir` being what `Tuner.restore` calls.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
+from .experiment_state import RestoredTrial, restored_trials
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RestoredTrial:
-    trial_id: str
-    status: str  # Ray's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
-    config: dict[str, Any]
-
-
-def restored_trials(directory: str) -> Optional[list[RestoredTrial]]:
-    """The trials of the newest experiment state in `directory` (a local path or a URI), as Ray reads
-    it on restore (None if there is none)."""
-    from ray.train._internal.storage import get_fs_and_path
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
-
-    fs, fs_path = get_fs_and_path(directory)
-    path = _find_newest_experiment_checkpoint(fs_path, fs=fs)
-    if path is None:
-        return None
-    with fs.open_input_stream(path) as f:
-        raw = f.readall()
-    try:
-        state = _loads_with_cloudpickle(raw)
-    except ValueError:  # JSONDecodeError: cut short by a driver killed while Ray rewrote it in place
-        from mixup_core import ConfigError
-
-        raise ConfigError(
-            f"Ray's saved experiment state {path} is damaged ({len(raw)} bytes): the driver was killed while "
-            f"Ray rewrote it (sweeps started before mixup-sweep wrote storage atomically); Ray cannot resume "
-            f"from it: start the sweep again under another name (--set name=...)"
-        ) from None
-    trials = []
-    for json_state, _ in state["trial_data"]:
-        trial = _loads_with_cloudpickle(json_state)
-        trials.append(RestoredTrial(trial["trial_id"], trial["status"], trial.get("config") or {}))
-    return trials
 
 
 class ReconcilingConcurrencyLimiter(ConcurrencyLimiter):

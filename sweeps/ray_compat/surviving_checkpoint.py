@@ -8,6 +8,9 @@ The newer checkpoints are still in the trial's directory. This mixin, given to R
 trainable through the function's `__mixins__`, restores from the newest of them that loads (a kill
 mid-upload can leave the last one partial), or from nothing when none does. Their epochs reached
 MLflow before Ray saw the checkpoint, and `TrialRun` skips epochs it already has.
+
+Internals used: a function trainable's `__mixins__` (classes Ray mixes into the actor class it builds
+from the function) and `FunctionTrainable.restore(checkpoint_result)` with its `.checkpoint`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _exists(fs: pafs.FileSystem, path: str) -> bool:
 
 def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
     """The last epoch in a checkpoint's metric history (0 when unreadable)."""
-    from mixup_core import HISTORY_FILE
+    from mixup_core import HISTORY_FILE  # mixup_core.checkpoint imports torch: not at driver start
 
     try:
         with fs.open_input_stream(f"{directory}/{HISTORY_FILE}") as f:
@@ -43,7 +46,7 @@ def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
 
 
 def _loads(checkpoint: tune.Checkpoint) -> bool:
-    from mixup_core import CheckpointError, load_checkpoint
+    from mixup_core import CheckpointError, load_checkpoint  # torch: only where a checkpoint is read
 
     try:
         with checkpoint.as_directory() as directory:
@@ -81,3 +84,10 @@ class RestoreFromSurvivingCheckpoint:
                            checkpoint.path, replacement.path)
             checkpoint_result.checkpoint = replacement
         return super().restore(checkpoint_result)
+
+
+def restores_from_surviving_checkpoint(trainable):
+    """Decorates a function trainable: Ray mixes `RestoreFromSurvivingCheckpoint` into the actor class
+    it builds from the function."""
+    trainable.__mixins__ = (RestoreFromSurvivingCheckpoint,)
+    return trainable

@@ -1,0 +1,170 @@
+"""Every use of a Ray internal (a private module, an underscore name, an undocumented attribute or
+protocol) lives in this package, one module per need, and nowhere else in `sweeps` (a contract test
+checks it). Each internal is listed in `INTERNALS` with a probe that fails, naming the internal, when
+a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe. pyproject.toml caps
+`ray` below the next minor release nobody has tested.
+
+  experiment_state.py      the trials of Ray's saved experiment state (resume)
+  search_state.py          searcher / concurrency-limiter state rebuilt from those trials (resume)
+  optuna_search.py         which trials Ray's OptunaSearch handed out
+  surviving_checkpoint.py  a trial restored from the newest checkpoint that survives a driver crash
+  asha.py                  ASHA's rung epochs, read from the scheduler
+  resources.py             the CPUs an embedded Ray offers
+  runtime_env.py           credentials kept out of trial actors' runtime_env
+  loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+
+class RayInternalChanged(AssertionError):
+    pass
+
+
+@dataclass(frozen=True)
+class Internal:
+    name: str  # the Ray internal, as code names it
+    used_by: str  # the module of this package that relies on it
+    probe: Callable[[], None]  # raises when the internal is not what that module relies on
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise RayInternalChanged(what)
+
+
+def _params(fn) -> list[str]:
+    return [p for p in inspect.signature(fn).parameters if p != "self"]
+
+
+def _probe_get_fs_and_path() -> None:
+    from ray.train._internal.storage import get_fs_and_path
+
+    _require(_params(get_fs_and_path)[:1] == ["storage_path"], "get_fs_and_path(storage_path, ...)")
+
+
+def _probe_find_newest() -> None:
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    _require("fs" in _params(_find_newest_experiment_checkpoint), "_find_newest_experiment_checkpoint(path, fs=...)")
+
+
+def _probe_loads_with_cloudpickle() -> None:
+    import json
+
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    _require(_loads_with_cloudpickle(json.dumps({"a": 1})) == {"a": 1}, "_loads_with_cloudpickle(json text) -> object")
+
+
+def _noop_searcher():
+    from ray.tune.search.searcher import Searcher
+
+    class _Noop(Searcher):
+        def suggest(self, trial_id):
+            return None
+
+    return _Noop(metric="m", mode="max")
+
+
+def _probe_concurrency_limiter() -> None:
+    from ray.tune.search import ConcurrencyLimiter
+
+    limiter = ConcurrencyLimiter(_noop_searcher(), max_concurrent=2)
+    for attr, kind in (("live_trials", set), ("num_unfinished_live_trials", int), ("cached_results", dict)):
+        _require(isinstance(getattr(limiter, attr, None), kind), f"ConcurrencyLimiter.{attr} ({kind.__name__})")
+
+
+def _probe_search_generator() -> None:
+    from ray.tune.execution import tune_controller
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    generator = SearchGenerator(ConcurrencyLimiter(_noop_searcher(), max_concurrent=1))
+    _require(isinstance(getattr(generator, "_counter", None), int), "SearchGenerator._counter (int)")
+    _require(isinstance(getattr(generator, "_finished", None), bool), "SearchGenerator._finished (bool)")
+    _require(_params(SearchGenerator.restore_from_dir) == ["dirpath"], "SearchGenerator.restore_from_dir(dirpath)")
+    _require("_search_alg.restore_from_dir(" in inspect.getsource(tune_controller.TuneController),
+             "TuneController restores the search algorithm with restore_from_dir")
+
+
+def _probe_optuna_trials() -> None:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="m", mode="max")
+    _require(isinstance(getattr(search, "_ot_trials", None), dict), "OptunaSearch._ot_trials (dict)")
+    search.suggest("t1")
+    _require("t1" in search._ot_trials, "OptunaSearch._ot_trials is keyed by Ray trial id")
+
+
+def _probe_asha_rungs() -> None:
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = ASHAScheduler(time_attr="epoch", metric="m", mode="max", max_t=16, grace_period=1, reduction_factor=4)
+    brackets = getattr(scheduler, "_brackets", None)
+    _require(isinstance(brackets, list) and brackets, "AsyncHyperBandScheduler._brackets (list)")
+    rungs = getattr(brackets[0], "_rungs", None)
+    _require(isinstance(rungs, list) and all(len(r) == 2 for r in rungs), "_Bracket._rungs [(milestone, recorded)]")
+    _require(sorted(m for m, _ in rungs) == [1, 4, 16], "_Bracket._rungs milestones grace * rf**k")
+
+
+def _probe_get_num_cpus() -> None:
+    from ray._private.utils import get_num_cpus
+
+    _require(float(get_num_cpus()) > 0, "ray._private.utils.get_num_cpus() > 0")
+
+
+def _probe_env_vars_to_propagate() -> None:
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    _require(isinstance(propagated, (set, frozenset)), "class_cache.ENV_VARS_TO_PROPAGATE (a set)")
+    _require("AWS_ACCESS_KEY_ID" in propagated, "class_cache.ENV_VARS_TO_PROPAGATE holds the AWS credentials")
+
+
+def _probe_mixins() -> None:
+    from ray.tune.trainable import Trainable
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class _Marker:
+        pass
+
+    def fn(config):
+        pass
+
+    fn.__mixins__ = (_Marker,)
+    _require(issubclass(wrap_function(fn), _Marker), "wrap_function mixes in train_func.__mixins__")
+    _require(_params(Trainable.restore) == ["checkpoint_path"], "Trainable.restore(checkpoint_result)")
+
+
+def _probe_loopback_node() -> None:
+    from ray._private import ray_constants, services
+    from ray.scripts.scripts import main
+
+    _require(hasattr(ray_constants, "ENABLE_RAY_CLUSTER"), "ray._private.ray_constants.ENABLE_RAY_CLUSTER")
+    _require(callable(getattr(services, "resolve_ip_for_localhost", None)),
+             "ray._private.services.resolve_ip_for_localhost(host)")
+    _require(callable(main), "ray.scripts.scripts.main (the `ray` CLI)")
+
+
+INTERNALS: tuple[Internal, ...] = (
+    Internal("ray.train._internal.storage.get_fs_and_path", "experiment_state", _probe_get_fs_and_path),
+    Internal("ray.tune.execution.experiment_state._find_newest_experiment_checkpoint", "experiment_state",
+             _probe_find_newest),
+    Internal("ray.tune.utils.serialization._loads_with_cloudpickle", "experiment_state", _probe_loads_with_cloudpickle),
+    Internal("ConcurrencyLimiter.live_trials / num_unfinished_live_trials / cached_results", "search_state",
+             _probe_concurrency_limiter),
+    Internal("SearchGenerator._counter / _finished / restore_from_dir", "search_state", _probe_search_generator),
+    Internal("OptunaSearch._ot_trials", "optuna_search", _probe_optuna_trials),
+    Internal("AsyncHyperBandScheduler._brackets[i]._rungs", "asha", _probe_asha_rungs),
+    Internal("ray._private.utils.get_num_cpus", "resources", _probe_get_num_cpus),
+    Internal("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE", "runtime_env", _probe_env_vars_to_propagate),
+    Internal("function trainable __mixins__ and Trainable.restore(checkpoint_result)", "surviving_checkpoint",
+             _probe_mixins),
+    Internal("ray._private.ray_constants.ENABLE_RAY_CLUSTER / services.resolve_ip_for_localhost", "loopback_node",
+             _probe_loopback_node),
+)
