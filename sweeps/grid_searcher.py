@@ -1,7 +1,7 @@
 """The searcher of every grid sweep: suggests the planned trials (plan/) one at a time.
 
 Without prefix sharing the plan is the grid points in grid order (`--dry-run`'s list); with
-`resources.pack` it is the packs (packs.py), each suggested as one trial. Trunks (prefix
+`resources.pack` it is the packs (plan/packs.py), each suggested as one trial. Trunks (prefix
 sharing) go first, as branches wait for them; then the longest trial that can start, equal lengths in
 plan order; a branch only once its branch point exists (the trunk reported epoch >= E, or the point is
 on storage after a resume). Each suggestion

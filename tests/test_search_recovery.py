@@ -1,4 +1,4 @@
-"""`resume` with Ray's search state and trial state saved at different moments (search_recovery.py):
+"""`resume` with Ray's search state and trial state saved at different moments (sweeps/ray_compat/search_state.py):
 the searcher's record is rebuilt from the trials Ray restored. Real searchers, driven through Ray's
 Searcher API the way Tune drives them; the end-to-end case (a real killed driver and Ray's own restore)
 is in test_fault_tolerance.py."""
