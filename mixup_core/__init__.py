@@ -10,6 +10,7 @@ The API the sweep layer uses, importable from the package itself:
   outputs         read_history, latest_checkpoint, load_checkpoint, CheckpointError, HISTORY_FILE,
                   summarize
   devices, data   resolve_device, load_npz_arrays
+  files           find_yaml, bundled_names (a YAML named by path or bundled name)
 
 Names are resolved on first use (PEP 562): `from mixup_core import ConfigError` does not import torch,
 which a driver that only validates a spec never needs.
@@ -21,7 +22,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ConfigError": "config",
+    "ConfigError": "errors",
     "TrialConfig": "config",
     "validate_trial_config": "config",
     "load_trial_config": "config",
@@ -43,6 +44,8 @@ _EXPORTS = {
     "summarize": "outputs",
     "resolve_device": "device",
     "load_npz_arrays": "data.npz",
+    "find_yaml": "named_yaml",
+    "bundled_names": "named_yaml",
 }
 
 __all__ = sorted(_EXPORTS)

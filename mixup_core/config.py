@@ -13,11 +13,10 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
+from .named_yaml import find_yaml
+
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the message is one line and says what to do."""
 
 
 class _Strict(BaseModel):
@@ -262,20 +261,7 @@ def read_yaml(path: Path) -> Any:
 
 def resolve_config_path(name_or_path: str) -> Path:
     """A path to a YAML file, or the name of a bundled config (see `bundled_config_names()`)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name_or_path:
-        if not path.exists():
-            raise ConfigError(
-                f"{name_or_path}: no such file (bundled configs: {', '.join(bundled_config_names())})"
-            )
-        return path
-    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not bundled.exists():
-        raise ConfigError(
-            f"{name_or_path!r} is neither a file nor a bundled config "
-            f"(bundled: {', '.join(bundled_config_names())})"
-        )
-    return bundled
+    return find_yaml(name_or_path, CONFIG_DIR, "config")
 
 
 def load_trial_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:

@@ -32,6 +32,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mixup_core import (
+    bundled_names,
+    find_yaml,
     ConfigError,
     TrialConfig,
     flatten,
@@ -210,21 +212,11 @@ class Sweep:
 
 
 def bundled_spec_names() -> list[str]:
-    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+    return bundled_names(SPEC_DIR)
 
 
 def resolve_spec_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name_or_path:
-        if not path.is_file():
-            raise ConfigError(f"{name_or_path}: no such file (bundled specs: {', '.join(bundled_spec_names())})")
-        return path
-    bundled = SPEC_DIR / f"{name_or_path}.yaml"
-    if not bundled.exists():
-        raise ConfigError(
-            f"{name_or_path!r} is neither a spec file nor a bundled spec (bundled: {', '.join(bundled_spec_names())})"
-        )
-    return bundled
+    return find_yaml(name_or_path, SPEC_DIR, "spec")
 
 
 def load_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
