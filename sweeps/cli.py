@@ -19,13 +19,16 @@ from typing import Optional
 
 from mixup_core import ConfigError
 
+from .jobs import commands as jobs_commands
+from .monitor import commands as monitor_commands
 from .ray_address import uses_cluster
 from .spec import bundled_spec_names
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixup-sweep", description="Mixup sweeps on Ray Tune, tracked in MLflow.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,resume,best,cluster}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,resume,best,submit,status,list,logs,stop,cluster}")
 
     def cluster_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else an embedded local Ray)")
@@ -53,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     best.add_argument("--run-id", help="the sweep (parent) run to summarise (default: the newest of NAME)")
     best.add_argument("--metric", help="select on another logged metric (printed only, not written to MLflow)")
+    jobs_commands.add_parsers(sub, spec_help=f"a spec file, or a bundled spec: {', '.join(bundled_spec_names())}")
+    monitor_commands.add_parsers(sub)
     cluster = sub.add_parser("cluster", add_help=False, help="the local multi-node development cluster "
                                                              "(up|status|down; mixup-sweep cluster --help)")
     cluster.add_argument("cluster_args", nargs=argparse.REMAINDER)
@@ -144,6 +149,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     # one checkpoint per short epoch that is often, by design (resume consistency); don't warn.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:  # submit, logs, stop (jobs/commands.py); status, list (monitor/commands.py)
+            return handler(args)
         return {"run": _run, "resume": _resume, "best": _best}[args.command](args)
     except ConfigError as e:
         print(f"mixup-sweep: error: {e}", file=sys.stderr)

@@ -46,6 +46,24 @@ SELECTION_WITHIN_NOISE_TAG = "mixup_sweep.selection_within_noise"
 SELECTION_EXCLUDED_TAG = "mixup_sweep.selection_excluded"
 
 ROLE_SWEEP, ROLE_TRIAL, ROLE_TRUNK = "sweep", "trial", "trunk"
+# a submitted sweep's parent run: the Ray job that drives it, and where it was submitted
+JOB_ID_TAG = "mixup_sweep.job_id"
+JOB_ADDRESS_TAG = "mixup_sweep.job_address"
+DRIVER_HOST_TAG = "mixup_sweep.driver_host"
+
+# -- live progress on the parent run (metrics; sweeps/monitor/progress.py writes, status reads) -----
+TRIALS_TOTAL = "trials_total"
+TRIALS_FINISHED = "trials_finished"
+TRIALS_RUNNING = "trials_running"
+TRIALS_FAILED = "trials_failed"
+EPOCHS_DONE = "epochs_done"
+EPOCHS_TOTAL = "epochs_total"
+PROGRESS = "progress"  # epochs_done / epochs_total, 0..1
+HEARTBEAT = "driver_heartbeat"  # unix time of the driver's last progress update
+
+# -- environment of a submitted driver (sweeps/jobs/submit.py sets, runner.py records) ---------------
+JOB_ID_ENV = "MIXUP_SWEEP_JOB_ID"
+JOB_ADDRESS_ENV = "MIXUP_SWEEP_JOB_ADDRESS"
 
 # -- artifacts -------------------------------------------------------------------------------------
 SPEC_ARTIFACT = "spec.yaml"  # parent run: the resolved spec, what `resume` reloads

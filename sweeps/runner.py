@@ -25,7 +25,8 @@ from mixup_core import ConfigError
 from . import keys, search, tracking
 from .atomic_storage import storage_filesystem
 from .plan.packs import packs_trials
-from .plan.ray_trials import ray_trial_count
+from .monitor.progress import SweepProgress, record_driver
+from .plan.ray_trials import ray_trial_count, total_epochs
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
@@ -242,6 +243,7 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     client = tracking.client_for(target.uri)
     experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
     parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)
+    record_driver(client, parent_run_id, sweep.n_trials, total_epochs(sweep))
     print(f"MLflow: experiment {sweep.name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
     note = ignored_share_note(sweep)
     if note:
@@ -278,6 +280,7 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
     sweep = validate_sweep(yaml.safe_load(tracking.read_sweep_spec(client, parent_run_id)), f"{name} (spec.yaml of run {parent_run_id})")
     restored = restored_trials(path)  # a damaged state fails here, before anything changes
     client.update_run(parent_run_id, status="RUNNING")
+    record_driver(client, parent_run_id, sweep.n_trials, total_epochs(sweep))
     print(f"MLflow: resuming experiment {name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
     if restored is not None:
         lost = tracking.delete_runs_of_lost_trials(client, experiment_id, parent_run_id, {t.trial_id for t in restored})
@@ -318,6 +321,7 @@ def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: st
         # Two, not one: the newest is committed before the previous one is deleted.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=_progress_reporter(sweep),
-        callbacks=[TrialRunCloser(tracking_uri, experiment_id, parent_run_id)],
+        callbacks=[TrialRunCloser(tracking_uri, experiment_id, parent_run_id),
+                   SweepProgress(tracking_uri, parent_run_id, sweep.n_trials, total_epochs(sweep))],
         verbose=1,
     )

@@ -1,4 +1,4 @@
-"""cluster/local-cluster end to end: a Ray head and a worker node as separate `ray start` processes plus
+"""`mixup-sweep cluster` end to end: a Ray head and a worker node as separate `ray start` processes plus
 an MLflow server, all on 127.0.0.1 with Ray token authentication on; a small sweep submitted to it
 both ways (`mixup-sweep run --address` and `ray job submit`); trials spread over both nodes, their
 runs and artifacts on the MLflow server; `down` leaves no process behind.
@@ -24,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL_CLUSTER = REPO / "cluster" / "local-cluster"
+LOCAL_CLUSTER = REPO / "cluster" / "local-cluster"  # the old path: a wrapper of `mixup-sweep cluster`
 BIN = Path(sys.executable).parent
 # A sweep small enough for 2 cores: 4 trials x 3 epochs, 1 CPU each, 2 at a time (one per node).
 SMALL_SWEEP = [
@@ -68,11 +68,9 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def local_cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(LOCAL_CLUSTER), *args], env=clean_environ(),
-        capture_output=True, text=True, timeout=timeout,
-    )
+def local_cluster(*args: str, timeout: float = 300, wrapper: bool = False) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(LOCAL_CLUSTER)] if wrapper else [str(BIN / "mixup-sweep"), "cluster"]
+    return subprocess.run([*command, *args], env=clean_environ(), capture_output=True, text=True, timeout=timeout)
 
 
 def process_table() -> list[str]:
@@ -286,5 +284,130 @@ def test_ray_job_submit_runs_a_sweep_on_the_cluster(cluster: Cluster, tmp_path: 
 def test_down_and_status_without_a_cluster(tmp_path: Path):
     status = local_cluster("status", "--state-dir", str(tmp_path))
     assert status.returncode == 3 and "down" in status.stdout
+    old_path = local_cluster("status", "--state-dir", str(tmp_path), wrapper=True)
+    assert old_path.returncode == 3 and "down" in old_path.stdout
     down = local_cluster("down", "--state-dir", str(tmp_path))
     assert down.returncode == 0 and "nothing to stop" in down.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster user's commands: submit, status, stop, resume, list
+
+
+def sweep_cli(cluster: Cluster, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "mixup-sweep"), *args], cwd=cwd, env=cluster.env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def status_json(cluster: Cluster, name: str, cwd: Path) -> dict:
+    proc = sweep_cli(cluster, "status", name, "--json", "--tracking-uri", cluster.tracking_uri, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def wait_for(predicate, what: str, timeout_s: float, poll_s: float = 1.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def job_ids(cluster: Cluster) -> set[str]:
+    token = Path(cluster.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    code, body = dashboard_get(cluster, "/api/jobs/", token)
+    assert code == 200
+    return {j.get("submission_id") or j.get("job_id") for j in body}
+
+
+def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
+    name = "cluster_submit"
+    storage = str(cluster.state_dir / "ray_results")
+    flags = ["--tracking-uri", cluster.tracking_uri]
+    # 2 seeds x (stop 0, never) x 40 epochs: long enough to be seen running and stopped mid-way.
+    submitted = sweep_cli(cluster, "submit", "quickstart", "--address", cluster.env["RAY_DASHBOARD_ADDRESS"],
+                          *flags, "--storage-path", storage, "--set", f"name={name}", *SMALL_SWEEP,
+                          "--set", "train.epochs=40", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "Ray job mixup-sweep-cluster_submit-" in submitted.stdout
+    assert f"mixup-sweep status {name}" in submitted.stdout
+
+    running = wait_for(lambda: (lambda s: s if s.get("state") == "running" and s["trials_running"] > 0
+                                and 0 < s["progress"] < 1 else None)(
+        _status_or_empty(cluster, name, tmp_path)), "the sweep to run with progress", 240)
+    assert running["job"]["id"].startswith("mixup-sweep-cluster_submit-")
+    assert running["job"]["status"] == "RUNNING"
+    assert running["trials_total"] == 4 and running["epochs_total"] == 160
+
+    stopped = sweep_cli(cluster, "stop", name, *flags, cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    interrupted = wait_for(lambda: (lambda s: s if s["state"] == "interrupted" else None)(
+        status_json(cluster, name, tmp_path)), "the sweep to stop", 120)
+    assert interrupted["trials_finished"] < 4
+    assert interrupted["job"]["status"] == "STOPPED"
+
+    resumed = sweep_cli(cluster, "submit", "--resume", name, "--address", cluster.env["RAY_DASHBOARD_ADDRESS"],
+                        *flags, "--storage-path", storage, "--follow", cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-3000:]
+    final = status_json(cluster, name, tmp_path)
+    assert final["state"] == "finished" and final["trials_finished"] == 4 and final["progress"] == 1.0
+
+    client, _, children = trial_runs(cluster.tracking_uri, name)
+    assert len(children) == 4
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, 41)), (child.info.run_name, sorted(steps))
+
+    listed = sweep_cli(cluster, "list", "--json", *flags, cwd=tmp_path)
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows[name]["state"] == "finished" and rows[name]["trials_total"] == 4
+    logs = sweep_cli(cluster, "logs", name, *flags, cwd=tmp_path)
+    assert logs.returncode == 0 and "Trial status" in logs.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left beside the client
+
+
+def _status_or_empty(cluster: Cluster, name: str, cwd: Path) -> dict:
+    proc = sweep_cli(cluster, "status", name, "--json", "--tracking-uri", cluster.tracking_uri, cwd=cwd)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}  # the driver may not have started yet
+
+
+def test_submit_refuses_bad_input_before_any_job_exists(cluster: Cluster, tmp_path: Path):
+    before = job_ids(cluster)
+    storage = str(cluster.state_dir / "ray_results")
+    good = ["--address", cluster.env["RAY_DASHBOARD_ADDRESS"], "--tracking-uri", cluster.tracking_uri,
+            "--storage-path", storage]
+    (tmp_path / "bad.yaml").write_text("name: bad\ntrial: {mixup: {alpha: -1}}\n")
+    no_token = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    wrong_token = tmp_path.parent / f"{tmp_path.name}-wrong-token"
+    wrong_token.write_text("0" * 64)
+    cases = {
+        "bad spec": (["submit", str(tmp_path / "bad.yaml"), *good], cluster.env, "mixup.alpha"),
+        "unknown spec": (["submit", "no_such_spec", *good], cluster.env, "bundled"),
+        "unreachable address": (["submit", "quickstart", *good, "--address", "http://127.0.0.1:1"], cluster.env,
+                                "no Ray dashboard answers"),
+        "not a Ray address (the MLflow server)": (["submit", "quickstart", *good, "--address", cluster.tracking_uri],
+                                                  cluster.env, "not a Ray dashboard"),
+        "the GCS port, not the dashboard": (["submit", "quickstart", *good, "--address", cluster.env["RAY_ADDRESS"]],
+                                            cluster.env, "not an http(s):// address"),
+        "missing token": (["submit", "quickstart", *good], no_token, "token"),
+        "wrong token": (["submit", "quickstart", *good], {**cluster.env, "RAY_AUTH_TOKEN_PATH": str(wrong_token)},
+                        "token"),
+        "no storage path": (["submit", "quickstart", *good[:4]], cluster.env, "--storage-path"),
+        "relative storage path": (["submit", "quickstart", *good[:4], "--storage-path", "results"], cluster.env,
+                                  "relative"),
+    }
+    for what, (args, env, says) in cases.items():
+        proc = subprocess.run([str(BIN / "mixup-sweep"), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("note:")]
+        assert proc.returncode == 2, (what, proc.stdout, proc.stderr)
+        assert len(lines) == 1 and says in lines[0], (what, proc.stderr)
+        assert "Traceback" not in proc.stderr, what
+    wrong_token.unlink()
+    assert job_ids(cluster) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]

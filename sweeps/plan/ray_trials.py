@@ -25,3 +25,13 @@ def ray_trial_count(sweep: Sweep) -> int:
 def concurrent_ray_trials(sweep: Sweep) -> int:
     """max_concurrent counts trials; a pack is `resources.pack` of them (the spec ensures >= 1 pack)."""
     return sweep.spec.max_concurrent // sweep.spec.resources.pack
+
+
+def total_epochs(sweep: Sweep) -> int:
+    """Epochs the whole sweep trains, counted per trial (a pack of N trains N trials' epochs; a branch
+    only those after its branch point). Optuna: an upper bound (n_trials x the longest trial); with
+    ASHA, trials it stops early count as done when they stop."""
+    if sweep.spec.optuna:
+        return sweep.n_trials * sweep.max_epochs()
+    plan = planned_ray_trials(sweep)
+    return sum(sum(m.epochs for m in t.members) if isinstance(t, PlannedPack) else t.epochs for t in plan)
