@@ -120,6 +120,11 @@ def sweep_status(client, uri: str, name: str, ask_cluster: bool = True) -> Sweep
         st.job = {"id": tags[keys.JOB_ID_TAG], "address": tags.get(keys.JOB_ADDRESS_TAG, "")}
         if ask_cluster and st.job["address"]:
             st.job["status"] = job_state(st.job["id"], st.job["address"])
+            if st.state == "running" and st.job["status"] in ("STOPPED", "FAILED", "SUCCEEDED"):
+                # The job ended without the driver closing its run (killed hard): not running any more.
+                st.state, st.trials_running = "interrupted", 0
+                st.note = (f"its Ray job is {st.job['status']} but the driver did not close its run; "
+                           f"continue with: mixup-sweep submit --resume {name} ...")
     return st
 
 
