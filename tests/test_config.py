@@ -1,5 +1,7 @@
 """Trial config validation: the edge where user input becomes a TrialConfig."""
 
+import os
+
 import pytest
 
 from mixup_core.config import (
@@ -70,3 +72,91 @@ def test_missing_file_and_unknown_name_are_clear(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_trial_config(str(bad))
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        # inf and nan pass every range check (inf > 0), so finiteness is refused for every float key
+        ({"mixup": {"alpha": float("inf")}}, "mixup.alpha: Input should be a finite number"),
+        ({"mixup": {"label_alpha": float("nan")}}, "mixup.label_alpha"),
+        ({"train": {"weight_decay": "inf"}}, "train.weight_decay"),
+        ({"train": {"lr": float("nan")}}, "train.lr"),
+        ({"train": {"checkpoint_interval_s": float("inf")}}, "train.checkpoint_interval_s"),
+        ({"train": {"milestones": [10, float("inf")]}}, "train.milestones.1"),
+        ({"data": {"noise_std": float("inf")}}, "data.noise_std"),
+        ({"data": {"feature_noise": float("-inf")}}, "data.feature_noise"),
+        ({"data": {"val_size": float("nan")}}, "data.val_size: must be a fraction in [0, 1) or a count"),
+        ({"model": {"init_std": float("inf")}}, "model.init_std"),
+        # booleans are not numbers, though pydantic would read True as 1
+        ({"seed": True}, "seed: must be a number, not a boolean"),
+        ({"train": {"epochs": True}}, "train.epochs: must be a number, not a boolean"),
+        ({"train": {"lr": True}}, "train.lr: must be a number"),
+        ({"mixup": {"stop_epoch": False}}, "mixup.stop_epoch: must be a number"),
+        ({"train": {"keep_epochs": [True]}}, "train.keep_epochs.0"),
+        ({"data": {"val_size": True}}, "data.val_size"),
+        ({"data": {"val_size": "a tenth"}}, "data.val_size: must be a fraction"),
+        # the seed must fit the generators (step.stream_seed scales it by ~1e6)
+        ({"seed": 2**40}, "seed: Input should be less than or equal to 4294967295"),
+    ],
+)
+def test_non_finite_boolean_and_huge_numbers_are_refused_by_key(raw, needle):
+    with pytest.raises(ConfigError) as info:
+        validate_trial_config(raw, source="cfg.yaml")
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_finite_numbers_and_integers_for_floats_still_load():
+    cfg = validate_trial_config({"seed": 7, "train": {"lr": 1, "epochs": 3.0}, "mixup": {"alpha": 0.2}})
+    assert cfg.train.lr == 1.0 and cfg.train.epochs == 3 and cfg.seed == 7
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("train:\n  lr: 0.1\n  lr: 0.01\n", "duplicate key 'lr' at line 3 (first at line 2)"),
+        ("seed: 0\ntrain: {epochs: 2}\nseed: 1\n", "duplicate key 'seed' at line 3 (first at line 1)"),
+        ("train: {epochs: 2, epochs: 3}\n", "duplicate key 'epochs' at line 1"),
+        ("", "is empty"),
+        ("# only a comment\n", "is empty"),
+        ("---\n", "is empty"),
+        (b"seed: 0\nmixup: {alpha: \xff}\n", "not UTF-8 text (byte 0xff at offset 23)"),
+        (b"\xff\xfeseed: 0\n", "not UTF-8 text"),
+        ("seed: 0\n---\nseed: 1\n", "not valid YAML"),
+    ],
+)
+def test_config_file_problems_are_one_line_naming_the_file(tmp_path, content, needle):
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError) as info:
+        load_trial_config(str(path))
+    assert str(info.value).startswith(str(path)) and needle in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_merge_keys_may_override_what_they_merge(tmp_path):
+    from mixup_core.config import read_yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("a: &b {epochs: 2, lr: 0.1}\nb:\n  <<: *b\n  lr: 0.2\n")
+    assert read_yaml(path)["b"] == {"epochs": 2, "lr": 0.2}
+
+
+def test_a_directory_or_an_unreadable_file_as_config(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a YAML file"):
+        load_trial_config(str(tmp_path))
+    path = tmp_path / "cfg.yaml"
+    path.write_text("seed: 0\n")
+    path.chmod(0)
+    if os.geteuid() != 0:  # root reads it anyway
+        with pytest.raises(ConfigError, match="cannot read it"):
+            load_trial_config(str(path))
+
+
+def test_the_same_set_key_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"--set train.lr is given twice \('train.lr=0.1' and 'train.lr=0.2'\)"):
+        load_trial_config("feature_noise", ["train.lr=0.1", "train.lr=0.2"])
+    with pytest.raises(ConfigError, match="duplicate key 'a'"):
+        parse_override("mixup={a: 1, a: 2}")
+    assert load_trial_config("feature_noise", ["train.lr=0.1", "mixup.alpha=2"]).train.lr == 0.1
+
