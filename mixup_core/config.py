@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,13 +42,60 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+class AugmentConfig(_Strict):
+    """Random crop with `crop_pad` pixels of zero padding, and random horizontal flips (augment.py)."""
+
+    crop_pad: Int = Field(0, ge=0)
+    flip: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.crop_pad > 0 or self.flip
+
+
+IMAGE_DATA = ("cifar10", "cifar100", "npz")
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off"}  # what YAML 1.1 and pydantic read as booleans
+
+
+def default_crop_pad(height: int, width: int) -> int:
+    """The crop padding `data.augment: true` picks: 1/8 of the image side, rounded half up (CIFAR's
+    4 pixels at 32x32, 1 at 8x8): a fixed 4 pixels shifts an 8x8 digit half off its canvas."""
+    return int(min(height, width) / 8 + 0.5)
+
+
+def resolve_augment(choice: Union[bool, str, AugmentConfig], data_name: str,
+                    image_size: Optional[tuple[int, int]]) -> Union[bool, AugmentConfig]:
+    """What `data.augment` means for this data: False (none) or the AugmentConfig applied.
+
+    auto (the default): CIFAR's standard crop (pad 4) + flip; none on npz data (a user's images may
+    be digits, medical scans, text, where flips or shifts change the label); none on feature_noise.
+    true: a crop scaled to the image size (`default_crop_pad`) + flip, on any image data.
+    false: none. {crop_pad: N, flip: bool}: exactly that. `image_size` (H, W) is needed for true and
+    to check an explicit crop_pad; None when not known (the choice is then returned unchecked).
+    """
+    if choice is False or data_name not in IMAGE_DATA or (choice == "auto" and data_name == "npz"):
+        return False
+    if isinstance(choice, AugmentConfig):
+        if image_size is not None and choice.crop_pad >= min(image_size):
+            raise ConfigError(f"data.augment.crop_pad={choice.crop_pad} must be below the image size "
+                              f"{image_size[0]}x{image_size[1]}")
+        return choice if choice.active else False
+    if image_size is None:
+        raise ConfigError("data.augment: the image size is needed to resolve it")  # a caller's bug
+    if choice == "auto":  # CIFAR
+        return AugmentConfig(crop_pad=4, flip=True)
+    return AugmentConfig(crop_pad=default_crop_pad(*image_size), flip=True)
+
+
 class DataConfig(_Strict):
     name: Literal["feature_noise", "cifar10", "cifar100", "npz"] = "feature_noise"
     root: str = "./data"
     download: bool = False
     # Fraction of train (0 <= f < 1) or a count (int >= 1) held out for selection; 0 = no validation.
     val_size: Union[int, float] = 0.1
-    augment: bool = True  # cifar/npz images: random crop (pad 4) + horizontal flip, batched on device
+    # Image data: auto | true | false | {crop_pad: N, flip: bool}, see resolve_augment. The trial's
+    # config.yaml holds what was applied (false or the mapping).
+    augment: Union[bool, Literal["auto"], AugmentConfig] = "auto"
     # feature_noise data-model parameters (see mixup_core/data/feature_noise.py for the model).
     num_classes: Int = Field(2, ge=2)
     # Defaults: the regime where the paper's effect appears (docs/science.md); val_size 0.5 in the
@@ -64,6 +111,20 @@ class DataConfig(_Strict):
     shuffle_patches: bool = False  # False: feature, feature noise, noise patches in that order
     rare_strength: Float = Field(1.0, gt=0.0)
     common_strength: Float = Field(1.0, gt=0.0)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        # One error for one mistake: left to the bool | "auto" | mapping union, a bad mapping would
+        # also be reported as "not a valid boolean" and "not 'auto'".
+        if isinstance(v, dict):
+            try:
+                return AugmentConfig.model_validate(v)
+            except ValidationError as err:
+                raise ValueError(format_validation_error(err, AugmentConfig)) from None
+        if isinstance(v, (bool, AugmentConfig)) or v == "auto" or str(v).lower() in _BOOL_WORDS:
+            return v
+        raise ValueError("allowed: auto, true, false, or {crop_pad: N, flip: true | false}")
 
     @field_validator("val_size", mode="before")
     @classmethod
@@ -165,6 +226,10 @@ class TrialConfig(_Strict):
             raise ValueError(
                 f"data.name=feature_noise needs model.name=two_layer_cnn, not {self.model.name!r}"
             )
+        augment = self.data.augment
+        if self.data.name == "feature_noise" and isinstance(augment, AugmentConfig) and augment.active:
+            raise ValueError("data.augment crops and flips images; data.name=feature_noise has none "
+                             "(allowed: false, or image data: cifar10, cifar100, npz)")
         bad = [e for e in self.train.keep_epochs if not (1 <= e <= self.train.epochs)]
         if bad:
             raise ValueError(f"train.keep_epochs {bad} outside 1..{self.train.epochs}")
@@ -179,6 +244,49 @@ class TrialConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a resumed trial may change
+
+# The keys `mixup-train --resume` accepts with a new value: where and how the same computation runs
+# and what is kept of it. Every other key (seed, data.*, model.*, mixup.*, the optimiser, schedule
+# and precision, train.epochs, which the schedule depends on) changes what is trained: continuing a
+# checkpoint under it would give a trial that no configuration describes. An allowlist, so that a
+# key added later is refused until someone decides otherwise.
+#   data.download: only whether missing files may be fetched
+#   train.device, train.cuda_graphs: the same computation elsewhere (a graph replays the eager step)
+#   train.eval_batch_size: evaluation only (batches of the model in eval mode)
+#   train.checkpoint_interval_s, keep_checkpoints, keep_epochs: which checkpoints exist (never the metrics)
+RESUME_MAY_CHANGE = frozenset({
+    "data.download",
+    "train.device",
+    "train.cuda_graphs",
+    "train.eval_batch_size",
+    "train.checkpoint_interval_s",
+    "train.keep_checkpoints",
+    "train.keep_epochs",
+})
+
+
+def changes_refused_on_resume(saved: TrialConfig, requested: TrialConfig) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, requested value) for every key that differs and is not RESUME_MAY_CHANGE.
+    Both configurations should have data.augment resolved (resolve_augment) to compare what is applied."""
+
+    def flat(cfg: TrialConfig) -> dict[str, Any]:
+        tree = cfg.to_dict()
+        tree["data"]["augment"] = _augment_text(cfg.data.augment)  # one key, not one per field
+        return flatten(tree)
+
+    old, new = flat(saved), flat(requested)
+    return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+            if key not in RESUME_MAY_CHANGE and old.get(key) != new.get(key)]
+
+
+def _augment_text(augment: Union[bool, str, AugmentConfig]) -> Any:
+    if isinstance(augment, AugmentConfig):
+        return f"{{crop_pad: {augment.crop_pad}, flip: {str(augment.flip).lower()}}}"
+    return augment
 
 
 # ---------------------------------------------------------------------------------------------

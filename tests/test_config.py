@@ -11,6 +11,7 @@ from mixup_core.config import (
     flatten,
     load_trial_config,
     parse_override,
+    set_dotted,
     validate_trial_config,
 )
 
@@ -160,3 +161,58 @@ def test_the_same_set_key_twice_is_refused():
         parse_override("mixup={a: 1, a: 2}")
     assert load_trial_config("feature_noise", ["train.lr=0.1", "mixup.alpha=2"]).train.lr == 0.1
 
+
+def test_what_resume_may_change_is_exactly_where_and_how_often_not_what_is_trained():
+    from mixup_core.config import RESUME_MAY_CHANGE, changes_refused_on_resume
+
+    base = validate_trial_config({})
+    allowed = {"data.download": True, "train.device": "cuda", "train.cuda_graphs": "on",
+               "train.eval_batch_size": 7, "train.checkpoint_interval_s": 99.0, "train.keep_checkpoints": 4,
+               "train.keep_epochs": [1]}
+    assert set(allowed) == RESUME_MAY_CHANGE
+    raw: dict = {}
+    for key, value in allowed.items():
+        set_dotted(raw, key, value)
+    changed = validate_trial_config(raw)
+    assert changes_refused_on_resume(base, changed) == []
+    # every other key is refused, each by name
+    for key, value in [("seed", 1), ("train.epochs", 3), ("train.lr", 0.2), ("train.precision", "bf16"),
+                       ("train.milestones", [0.3]), ("train.gamma", 0.5), ("train.warmup_epochs", 1),
+                       ("data.root", "elsewhere"), ("data.n_train", 100), ("model.width", 3), ("mixup.fold", True),
+                       ("mixup.per_sample", True), ("mixup.label_policy", "constant"), ("data.augment", False)]:
+        raw = {}
+        set_dotted(raw, key, value)
+        refused = changes_refused_on_resume(base, validate_trial_config(raw))
+        assert [k for k, _, _ in refused] == [key], (key, refused)
+
+
+@pytest.mark.parametrize(
+    "augment, needle",
+    [
+        ({"pad": 2}, "data.augment: unknown key 'pad' (allowed here: crop_pad, flip)"),
+        ({"crop_pad": -1}, "data.augment: crop_pad: Input should be greater than or equal to 0"),
+        ({"crop_pad": True}, "data.augment: crop_pad: must be a number"),
+        ({"flip": "sometimes"}, "data.augment: flip"),
+        ("maybe", "data.augment: allowed: auto, true, false, or {crop_pad: N, flip: true | false}"),
+        (3, "data.augment: allowed: auto"),
+    ],
+)
+def test_bad_augmentation_is_one_message_for_one_mistake(augment, needle):
+    with pytest.raises(ConfigError) as info:
+        validate_trial_config({"data": {"name": "npz", "augment": augment}, "model": {"name": "resnet18"}})
+    assert needle in str(info.value) and ";" not in str(info.value), str(info.value)
+
+
+def test_augmentation_resolves_per_data_source():
+    from mixup_core.config import AugmentConfig, resolve_augment
+
+    standard = AugmentConfig(crop_pad=4, flip=True)
+    assert resolve_augment("auto", "cifar10", (32, 32)) == standard == resolve_augment(True, "cifar100", (32, 32))
+    assert resolve_augment("auto", "npz", (8, 8)) is False  # asked for only
+    assert resolve_augment(True, "npz", (8, 8)) == AugmentConfig(crop_pad=1, flip=True)
+    assert resolve_augment(True, "npz", (96, 64)) == AugmentConfig(crop_pad=8, flip=True)
+    assert resolve_augment(True, "feature_noise", None) is False
+    assert resolve_augment(AugmentConfig(flip=True), "npz", (8, 8)) == AugmentConfig(crop_pad=0, flip=True)
+    assert resolve_augment(AugmentConfig(), "cifar10", (32, 32)) is False
+    with pytest.raises(ConfigError, match="crop_pad=32 must be below the image size 32x32"):
+        resolve_augment(AugmentConfig(crop_pad=32), "cifar10", (32, 32))
