@@ -3,12 +3,13 @@
 The API the sweep layer uses, importable from the package itself:
 
   configuration   TrialConfig, validate_trial_config, load_trial_config, ConfigError, flatten,
-                  set_dotted, parse_override, read_yaml, format_validation_error, dump_yaml
+                  set_dotted, parse_override, parse_overrides, read_yaml, format_validation_error,
+                  dump_yaml
   training        run_trial(cfg, out_dir, reporter)           one trial (trial.py)
                   run_packed_trials(cfgs, out_dirs, reporters) several in one process (packing.py)
                   Reporter, LocalReporter                      how a runner hears epochs (reporting.py)
-  outputs         read_history, latest_checkpoint, load_checkpoint, CheckpointError, HISTORY_FILE,
-                  summarize
+  outputs         read_history, latest_checkpoint, latest_intact_checkpoint, load_checkpoint (verifies
+                  the checksums first), verify_checkpoint, CheckpointError, HISTORY_FILE, summarize
   devices, data   resolve_device, load_npz_arrays
   files           find_yaml, bundled_names (a YAML named by path or bundled name)
 
@@ -29,6 +30,7 @@ _EXPORTS = {
     "flatten": "config",
     "set_dotted": "config",
     "parse_override": "config",
+    "parse_overrides": "config",
     "read_yaml": "config",
     "format_validation_error": "config",
     "dump_yaml": "config",
@@ -38,6 +40,8 @@ _EXPORTS = {
     "LocalReporter": "reporting",
     "read_history": "checkpoint",
     "latest_checkpoint": "checkpoint",
+    "latest_intact_checkpoint": "checkpoint",
+    "verify_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "HISTORY_FILE": "checkpoint",

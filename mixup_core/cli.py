@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, bundled_config_names, load_trial_config
+from .private_files import check_creatable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def holds_a_trial(out: Path) -> bool:
+    """Epochs logged or a checkpoint written: a fresh run there would overwrite them."""
+    metrics = out / "metrics.jsonl"
+    if metrics.exists() and metrics.stat().st_size > 0:
+        return True
+    return (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
 
 
 def format_summary(summary: dict, last: dict | None) -> str:
@@ -43,16 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_trial_config(args.config, args.overrides)
         out: Path = args.out
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a directory")
+        check_creatable(out, f"--out {out}")
+        restore, messages = None, []
         if args.resume:
-            from .checkpoint import latest_checkpoint, load_checkpoint
+            from .resume import plan_resume
 
-            ckpt = latest_checkpoint(out / "checkpoints")
-            if ckpt is None:
-                raise ConfigError(f"--resume: no checkpoint under {out / 'checkpoints'}; run without --resume")
-            load_checkpoint(ckpt)  # fail now, with a clear message, if it is unusable
-        elif (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
+            plan = plan_resume(cfg, out)
+            restore, messages = plan.checkpoint, plan.messages
+        elif holds_a_trial(out):
             raise ConfigError(f"--out {out}: already holds a trial; use --resume to continue it or pick another directory")
         from .device import resolve_device
 
@@ -60,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"mixup-train: error: {e}", file=sys.stderr)
         return 2
+    for message in messages:  # only once every check passed: bad input stays one line
+        print(f"mixup-train: {message}", file=sys.stderr)
 
     from .reporting import LocalReporter
     from .trial import run_trial
 
     try:
-        summary = run_trial(cfg, out, LocalReporter(out, resume=args.resume), progress=not args.quiet)
+        reporter = LocalReporter(out, resume=args.resume, checkpoint=restore)
+        summary = run_trial(cfg, out, reporter, progress=not args.quiet)
     except ConfigError as e:  # problems only visible once data is read (e.g. a bad npz)
         print(f"mixup-train: error: {e}", file=sys.stderr)
         return 2

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, write_history
+from .checkpoint import discard_checkpoints_after, load_checkpoint, prune_checkpoints, save_checkpoint, write_history
 from .config import TrialConfig, dump_yaml
 from .data import TrialData
 from .metrics import evaluate, feature_learning
+from .private_files import make_private_dirs, open_private, write_private_text
 from .reporting import LocalReporter, Reporter
 from .step import TrainingState
 
@@ -50,16 +51,23 @@ def checkpoint_due(cfg: TrialConfig, reporter: Reporter, epoch: int, since_last_
     return bool(needs and needs(epoch))
 
 
+def resolved_config(cfg: TrialConfig, data: TrialData) -> TrialConfig:
+    """The configuration as trained: `data.augment` replaced by what the data source applies (auto
+    and true depend on the data), so config.yaml tells a user exactly which augmentation ran."""
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"augment": data.augment})})
+
+
 class TrialOutputs:
     """The files and the reporter of one trial (see the module docstring). `state` is restored here."""
 
-    def __init__(self, cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter], state: TrainingState):
+    def __init__(self, cfg: TrialConfig, out_dir: Path, reporter: Optional[Reporter], state: TrainingState,
+                 data: TrialData):
         self.cfg, self.state = cfg, state
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.out_dir)
         self.reporter = reporter or LocalReporter(self.out_dir)
-        self.config_yaml = dump_yaml(cfg)
-        (self.out_dir / "config.yaml").write_text(self.config_yaml)
+        self.config_yaml = dump_yaml(resolved_config(cfg, data))
+        write_private_text(self.out_dir / "config.yaml", self.config_yaml)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.history: list[dict[str, Any]] = []
         restore = self.reporter.checkpoint_to_restore()
@@ -67,9 +75,11 @@ class TrialOutputs:
             saved, history = load_checkpoint(restore)
             state.load_dict(saved)
             self.history = history[: state.epoch]
-        write_history(self.out_dir / "metrics.jsonl", self.history)  # drop epochs after the checkpoint
+        # What was logged or checkpointed after the restart point is replaced by this run.
+        write_history(self.out_dir / "metrics.jsonl", self.history)
+        discard_checkpoints_after(self.ckpt_root, state.epoch)
         (self.out_dir / "summary.json").unlink(missing_ok=True)
-        self._log = (self.out_dir / "metrics.jsonl").open("a")
+        self._log = open_private(self.out_dir / "metrics.jsonl", "a")
         self.status, self.error = "finished", None
         self.started = time.perf_counter() - state.elapsed_s
         self.summary: Optional[dict[str, Any]] = None
@@ -114,7 +124,7 @@ class TrialOutputs:
             self._log.close()
             self.summary = summarize(self.history, self.cfg.train.epochs, time.perf_counter() - self.started,
                                      self.status, self.error)
-            (self.out_dir / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+            write_private_text(self.out_dir / "summary.json", json.dumps(self.summary, indent=2) + "\n")
         return self.summary
 
     def abandon(self) -> None:

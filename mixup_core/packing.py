@@ -49,7 +49,7 @@ class _PackedTrial:
                  device: torch.device):
         self.cfg, self.data = cfg, data
         self.state = new_state(cfg, data, device)
-        self.outputs = TrialOutputs(cfg, out_dir, reporter, self.state)  # restores `state`
+        self.outputs = TrialOutputs(cfg, out_dir, reporter, self.state, data)  # restores `state`
         self.program = StaticStep(cfg, data, self.state, Mixup(cfg.mixup))
 
     @property

@@ -24,19 +24,23 @@ class Reporter(Protocol):
 
 
 class LocalReporter:
-    """Used by `mixup-train`: resumes from the newest checkpoint in the trial's own directory."""
+    """Used by `mixup-train`: resumes from `checkpoint`, or (resume without one named) from the newest
+    intact checkpoint in the trial's own directory."""
 
-    def __init__(self, out_dir: Path, resume: bool = False, on_epoch=None):
+    def __init__(self, out_dir: Path, resume: bool = False, on_epoch=None, checkpoint: Optional[Path] = None):
         self.out_dir = Path(out_dir)
         self.resume = resume
         self.on_epoch = on_epoch
+        self.checkpoint = checkpoint
 
     def checkpoint_to_restore(self) -> Optional[Path]:
         if not self.resume:
             return None
-        from .checkpoint import latest_checkpoint
+        if self.checkpoint is not None:
+            return self.checkpoint
+        from .checkpoint import latest_intact_checkpoint
 
-        return latest_checkpoint(self.out_dir / "checkpoints")
+        return latest_intact_checkpoint(self.out_dir / "checkpoints")
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
         if self.on_epoch is not None:

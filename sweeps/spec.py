@@ -382,8 +382,8 @@ def _check_trial_key(key: str, where: str) -> None:
 
 def _is_int_field(key: str) -> bool:
     ann = _trial_field(key).annotation
-    args = set(typing.get_args(ann)) - {type(None)} if typing.get_origin(ann) is Union else {ann}
-    return args == {int}
+    args = typing.get_args(ann) if typing.get_origin(ann) is Union else (ann,)
+    return {_unwrap(a) for a in args if a is not type(None)} == {int}  # Int is Annotated[int, ...]
 
 
 def _check_dimension(key: str, dim: SearchDimension) -> None:

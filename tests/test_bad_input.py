@@ -76,6 +76,50 @@ def checkpoint(state: Optional[dict] = None, truncate: bool = False, raw: Option
     return write
 
 
+def saved_checkpoint(*epochs: int, seed: int = 0, damage: Optional[str] = None):
+    """out/ as mixup-train leaves it: config.yaml and checkpoints written by save_checkpoint (so with
+    checksums), for a trial of the bundled feature_noise config with `seed`; then `damage` applied to
+    every checkpoint: 'flip' (bytes inside state.pt, same size) or 'sums' (a garbled SHA256SUMS)."""
+    def write(d: Path) -> None:
+        from mixup_core.checkpoint import save_checkpoint
+        from mixup_core.config import dump_yaml, load_trial_config
+
+        config_yaml = dump_yaml(load_trial_config("feature_noise", [f"seed={seed}", "data.augment=false"]))
+        (d / "out").mkdir()
+        (d / "out" / "config.yaml").write_text(config_yaml)
+        for epoch in epochs:
+            folder = save_checkpoint(d / "out" / "checkpoints", epoch, {**A_STATE, "epoch": epoch}, [], config_yaml)
+            if damage == "flip":
+                data = bytearray((folder / "state.pt").read_bytes())
+                data[len(data) // 2] ^= 0xFF
+                (folder / "state.pt").write_bytes(bytes(data))
+            elif damage == "sums":
+                (folder / "SHA256SUMS").write_text("garbage\n")
+    return write
+
+
+def npz_damaged(member: str, compressed: bool = False):
+    """data.npz with 8 bytes flipped inside the stored data of `member`."""
+    def write(d: Path) -> None:
+        import zipfile
+
+        npz(x_train=np.ones((10, 8, 8, 3), np.uint8))(d)
+        path = d / "data.npz"
+        if compressed:
+            with np.load(path) as f:
+                arrays = dict(f)
+            np.savez_compressed(path, **arrays)
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo(f"{member}.npy")
+        raw = bytearray(path.read_bytes())
+        head = info.header_offset
+        start = head + 30 + int.from_bytes(raw[head + 26:head + 28], "little") + int.from_bytes(raw[head + 28:head + 30], "little")
+        at = start + int(info.compress_size * 0.7)
+        raw[at:at + 8] = bytes(b ^ 0xFF for b in raw[at:at + 8])
+        path.write_bytes(bytes(raw))
+    return write
+
+
 NPZ_SWEEP = ["--set", "trial.data.name=npz", "--set", "trial.data.root=data.npz", "--set", "trial.model.name=resnet18"]
 NPZ_TRAIN = ["--set", "data.name=npz", "--set", "data.root=data.npz", "--set", "model.name=resnet18", "--quiet"]
 A_STATE = {"model": {"w": torch.zeros(64, 64)}, "epoch": 1, "optimizer": {}}
@@ -163,6 +207,95 @@ CASES = [
      checkpoint(raw=b"this is not a checkpoint"), {}, ["state.pt: cannot be loaded as a checkpoint"]),
     ("checkpoint-foreign-dict", "train", ["feature_noise", "--out", "out", "--resume"], checkpoint({"weights": 1}),
      {}, ["not a mixup_core checkpoint", "model/epoch"]),
+    # checksummed checkpoints: a damaged one is never resumed from, and with none intact, nothing runs
+    ("checkpoint-flipped-bytes", "train", ["feature_noise", "--out", "out", "--resume"], saved_checkpoint(1, damage="flip"),
+     {}, ["no intact checkpoint", "epoch_0001/state.pt: checksum mismatch"]),
+    ("checkpoint-all-flipped", "train", ["feature_noise", "--out", "out", "--resume"],
+     saved_checkpoint(1, 2, damage="flip"), {}, ["epoch_0002/state.pt: checksum mismatch", "and 1 older"]),
+    ("checkpoint-garbled-checksums", "train", ["feature_noise", "--out", "out", "--resume"],
+     saved_checkpoint(1, damage="sums"), {}, ["SHA256SUMS: damaged", "cannot be trusted"]),
+    ("checkpoint-state-missing", "train", ["feature_noise", "--out", "out", "--resume"],
+     both(saved_checkpoint(1), lambda d: (d / "out/checkpoints/epoch_0001/state.pt").unlink()), {},
+     ["no intact checkpoint", "epoch_0001: not a checkpoint (no state.pt)"]),
+    # --resume with another configuration: every key that changes what is trained, by name
+    ("resume-changed-seed", "train", ["feature_noise", "--out", "out", "--resume", "--set", "data.augment=false"],
+     saved_checkpoint(1, seed=5), {}, ["--resume: seed (5 -> 0)", "changes what is trained"]),
+    ("resume-changed-several", "train", ["feature_noise", "--out", "out", "--resume", "--set", "seed=5",
+                                         "--set", "train.lr=0.1", "--set", "mixup.alpha=0.2", "--set", "train.epochs=7"],
+     saved_checkpoint(1, seed=5), {}, ["train.lr (6.0 -> 0.1)", "mixup.alpha (1.0 -> 0.2)", "train.epochs (200 -> 7)"]),
+    ("resume-no-trial", "train", ["feature_noise", "--out", "out", "--resume"], text("out/keep", ""), {},
+     ["--resume", "holds no trial", "run without --resume"]),
+    ("fresh-over-checkpoints", "train", ["feature_noise", "--out", "out"], saved_checkpoint(1), {},
+     ["already holds a trial", "--resume"]),
+    # numbers that are not: inf, nan, booleans, in files and in --set
+    ("train-set-inf-alpha", "train", ["feature_noise", "--out", "out", "--set", "mixup.alpha=inf"], None, {},
+     ["mixup.alpha", "finite number"]),
+    ("train-set-nan-lr", "train", ["feature_noise", "--out", "out", "--set", "train.lr=nan"], None, {},
+     ["train.lr", "finite number"]),
+    ("train-set-minus-inf-noise", "train", ["feature_noise", "--out", "out", "--set", "data.noise_std=-.inf"], None, {},
+     ["data.noise_std"]),
+    ("train-config-inf-weight-decay", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", "train:\n  weight_decay: .inf\n"),
+     {}, ["cfg.yaml: train.weight_decay", "finite number"]),
+    ("train-config-nan-val-size", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", "data: {val_size: .nan}\n"),
+     {}, ["data.val_size", "a fraction in [0, 1) or a count"]),
+    ("train-config-bool-seed", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", "seed: true\n"), {},
+     ["cfg.yaml: seed: must be a number, not a boolean"]),
+    ("train-set-bool-epochs", "train", ["feature_noise", "--out", "out", "--set", "train.epochs=true"], None, {},
+     ["train.epochs: must be a number, not a boolean"]),
+    ("train-set-bool-stop-epoch", "train", ["feature_noise", "--out", "out", "--set", "mixup.stop_epoch=yes"], None, {},
+     ["mixup.stop_epoch: must be a number"]),
+    ("train-set-huge-seed", "train", ["feature_noise", "--out", "out", "--set", "seed=99999999999999999999"], None, {},
+     ["seed", "less than or equal to 4294967295"]),
+    # config files that are not one clean YAML mapping
+    ("train-config-duplicate-key", "train", ["cfg.yaml", "--out", "out"],
+     text("cfg.yaml", "train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.01\n"), {},
+     ["cfg.yaml: duplicate key 'lr' at line 4 (first at line 2)"]),
+    ("train-config-duplicate-section", "train", ["cfg.yaml", "--out", "out"],
+     text("cfg.yaml", "mixup: {alpha: 1}\nseed: 0\nmixup: {alpha: 2}\n"), {}, ["duplicate key 'mixup' at line 3"]),
+    ("train-config-empty", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", ""), {}, ["cfg.yaml: is empty"]),
+    ("train-config-only-comments", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", "# seed: 1\n"), {},
+     ["cfg.yaml: is empty"]),
+    ("train-config-not-utf8", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", b"seed: 0\n# caf\xe9\n"), {},
+     ["cfg.yaml: not UTF-8 text", "0xe9"]),
+    ("train-config-utf16", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", "seed: 0\n".encode("utf-16")), {},
+     ["cfg.yaml: not UTF-8 text"]),
+    ("train-config-binary", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", bytes(range(256))), {},
+     ["cfg.yaml: not UTF-8 text"]),
+    ("train-config-is-a-directory", "train", ["conf", "--out", "out"], text("conf/keep", ""), {},
+     ["conf: is a directory, not a YAML file"]),
+    ("train-config-yaml-directory", "train", ["conf.yaml", "--out", "out"], text("conf.yaml/keep", ""), {},
+     ["conf.yaml: is a directory"]),
+    ("train-set-twice", "train", ["feature_noise", "--out", "out", "--set", "train.lr=0.1", "--set", "train.lr=0.2"],
+     None, {}, ["--set train.lr is given twice", "give each key once"]),
+    ("train-set-duplicate-in-value", "train", ["feature_noise", "--out", "out", "--set", "mixup={alpha: 1, alpha: 2}"],
+     None, {}, ["duplicate key 'alpha'"]),
+    # --out that cannot be created
+    ("train-out-under-a-file", "train", ["feature_noise", "--out", "cfg.yaml/trial"], text("cfg.yaml", "seed: 0\n"), {},
+     ["--out cfg.yaml/trial", "is a file, not a directory"]),
+    ("train-out-deep-under-a-file", "train", ["feature_noise", "--out", "cfg.yaml/a/b/c"], text("cfg.yaml", "seed: 0\n"),
+     {}, ["--out cfg.yaml/a/b/c", "is a file"]),
+    ("train-out-under-proc", "train", ["feature_noise", "--out", "/proc/mixup-trial"], None, {},
+     ["--out /proc/mixup-trial", "cannot be created under /proc"]),
+    # damaged npz members, each named
+    ("train-npz-corrupt-member", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN], npz_damaged("x_train"), {},
+     ["data.npz: x_train is damaged", "write the file again"]),
+    ("train-npz-corrupt-compressed-member", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz_damaged("y_test", compressed=True), {}, ["data.npz: y_test is damaged"]),
+    ("train-npz-object-array", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(x_test=np.empty(4, dtype=object)), {}, ["x_test is an object array", "pickle"]),
+    ("train-npz-string-images", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(x_train=np.full((10, 8, 8, 3), "a")), {}, ["x_train has dtype <U1", "uint8"]),
+    ("train-npz-nan-images", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     both(npz(x_train=np.full((10, 8, 8, 3), np.nan, np.float32), x_test=np.zeros((4, 8, 8, 3), np.float32))), {},
+     ["x_train contains NaN"]),
+    ("train-npz-test-length-mismatch", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN],
+     npz(y_test=np.zeros(3, np.int64)), {}, ["y_test has 3 labels but there are 4 images"]),
+    ("train-npz-crop-too-large", "train", ["feature_noise", "--out", "out", *NPZ_TRAIN, "--set", "data.augment={crop_pad: 8}"],
+     npz(), {}, ["data.augment.crop_pad=8 must be below the image size 8x8"]),
+    ("train-augment-on-feature-noise", "train", ["feature_noise", "--out", "out", "--set", "data.augment={flip: true}"],
+     None, {}, ["data.augment", "feature_noise"]),
+    ("train-augment-unknown-key", "train", ["feature_noise", "--out", "out", "--set", "data.augment={pad: 2}"],
+     None, {}, ["data.augment"]),
 ]
 
 

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from cifar_files import write_cifar
 from mixup_core.data.augment import ImagePipeline, Normalize, crop_flip, draw_crop_flip, random_crop_flip
 from mixup_core.data.cifar import LAYOUTS, load_cifar
-from mixup_core.config import ConfigError, DataConfig
+from mixup_core.config import AugmentConfig, ConfigError, DataConfig
 from mixup_core.data import build_dataset
 
+CIFAR_AUGMENT = AugmentConfig(crop_pad=4, flip=True)
 CPU = torch.device("cpu")
 
 
@@ -241,7 +242,7 @@ def test_pad_is_configurable():
 
 
 def test_prepare_train_needs_a_generator_when_augmenting():
-    pipeline = ImagePipeline(Normalize([0.5], [0.25], CPU, uint8_input=False), augment=True)
+    pipeline = ImagePipeline(Normalize([0.5], [0.25], CPU, uint8_input=False), CIFAR_AUGMENT)
     with pytest.raises(ValueError, match="Generator"):
         pipeline.prepare_train(torch.zeros(2, 1, 8, 8), None)
 
@@ -252,7 +253,7 @@ def test_augmentation_on_cuda_matches_cpu_rules_and_never_syncs():
         pytest.skip("needs CUDA")
     dev = torch.device("cuda")
     x = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8, device=dev)
-    pipeline = ImagePipeline(Normalize(LAYOUTS["cifar10"].mean, LAYOUTS["cifar10"].std, dev, True), augment=True)
+    pipeline = ImagePipeline(Normalize(LAYOUTS["cifar10"].mean, LAYOUTS["cifar10"].std, dev, True), CIFAR_AUGMENT)
     gen = torch.Generator(device=dev).manual_seed(0)
     pipeline.prepare_train(x, gen)  # warm-up (lazy init may sync once)
     torch.cuda.synchronize()
@@ -268,3 +269,34 @@ def test_augmentation_on_cuda_matches_cpu_rules_and_never_syncs():
     dy, dx, flip = draw_crop_flip(512, 4, replay, dev)
     expected = _reference_crop_flip(x.cpu(), dy.cpu(), dx.cpu(), flip.cpu(), 4).to(dev)
     assert torch.equal(out, pipeline.normalize(expected))
+
+
+def test_cifar_augmentation_default_is_pad_4_and_flip_exactly_as_before(cifar_root):
+    # auto (the default) and true both resolve to the standard recipe; the draws are the ones the
+    # pad-4 + flip pipeline always made, so existing results stay bit-identical.
+    root, _ = cifar_root
+    x = None
+    outs = []
+    for choice in ("auto", True, {"crop_pad": 4, "flip": True}):
+        data = load_cifar(DataConfig(name="cifar10", root=str(root), val_size=0, augment=choice), seed=0, device=CPU)
+        assert data.augment == CIFAR_AUGMENT
+        x = data.train_x[:32]
+        outs.append(data.prepare_train(x, torch.Generator().manual_seed(5)))
+    gen = torch.Generator().manual_seed(5)
+    dy, dx, flip = draw_crop_flip(32, 4, gen, CPU)
+    reference = data.prepare_eval(crop_flip(x, dy, dx, flip, 4), None)
+    for out in outs:
+        assert torch.equal(out, reference)
+
+
+def test_cifar_augmentation_parts_can_be_turned_off(cifar_root):
+    root, _ = cifar_root
+    flip_only = load_cifar(DataConfig(name="cifar10", root=str(root), val_size=0, augment={"flip": True}), 0, CPU)
+    x = flip_only.train_x[:64]
+    out = flip_only.prepare_train(x, torch.Generator().manual_seed(2))
+    eval_x = flip_only.prepare_eval(x, None)
+    for i in range(64):  # each image is itself or its mirror: no shift
+        assert torch.equal(out[i], eval_x[i]) or torch.equal(out[i], eval_x[i].flip(-1))
+    off = load_cifar(DataConfig(name="cifar10", root=str(root), val_size=0, augment={"crop_pad": 0}), 0, CPU)
+    assert off.augment is False
+    assert torch.equal(off.prepare_train(x, torch.Generator().manual_seed(2)), eval_x)

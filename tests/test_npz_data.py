@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mixup_core.config import ConfigError, DataConfig
+from mixup_core.config import AugmentConfig, ConfigError, DataConfig
 from mixup_core.data import build_dataset
-from mixup_core.data.npz import load_npz
+from mixup_core.data.npz import load_npz, npz_image_size
 
 CPU = torch.device("cpu")
 
@@ -54,9 +54,9 @@ def test_nhwc_uint8_is_transposed_and_normalised_with_train_statistics(tmp_path)
     torch.testing.assert_close(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3, rtol=0)
 
 
-def test_nchw_float_is_used_as_given_and_augmented(tmp_path):
+def test_nchw_float_is_used_as_given_and_augmented_when_asked(tmp_path):
     arrays = _arrays(shape=(1, 12, 10), dtype=np.float64)
-    data = _load(_save(tmp_path, arrays))
+    data = _load(_save(tmp_path, arrays), augment=True)
     assert data.train_x.shape == (40, 1, 12, 10) and data.train_x.dtype == torch.float32
     x = data.train_x[:16]
     assert torch.equal(data.prepare_eval(x, None), x)
@@ -70,10 +70,51 @@ def test_grayscale_nhw_gets_one_channel(tmp_path):
     assert data.train_x.shape == (40, 1, 28, 28) and data.input_shape == (1, 28, 28)
 
 
-def test_small_images_are_not_augmented(tmp_path):
-    data = _load(_save(tmp_path, _arrays(shape=(6, 6, 3), dtype=np.float32)))
-    x = data.train_x
-    assert torch.equal(data.prepare_train(x, torch.Generator().manual_seed(0)), x)
+def test_npz_images_are_not_augmented_unless_asked(tmp_path):
+    # A user's images may be digits or scans, where a flip or shift changes what they show.
+    path = _save(tmp_path, _arrays(shape=(8, 8, 3), dtype=np.float32))
+    for choice in ("auto", False, {"crop_pad": 0, "flip": False}):
+        data = _load(path, augment=choice)
+        x = data.train_x
+        assert data.augment is False
+        assert torch.equal(data.prepare_train(x, torch.Generator().manual_seed(0)), x)
+
+
+@pytest.mark.parametrize("shape,pad", [((8, 8, 3), 1), ((6, 6, 3), 1), ((16, 16, 3), 2), ((12, 20, 1), 2),
+                                       ((28, 28), 4), ((32, 32, 3), 4), ((64, 64, 3), 8)])
+def test_augment_true_scales_the_crop_to_the_image_size(tmp_path, shape, pad):
+    data = _load(_save(tmp_path, _arrays(shape=shape, dtype=np.float32)), augment=True)
+    assert data.augment == AugmentConfig(crop_pad=pad, flip=True)
+    x = torch.ones_like(data.train_x)
+    out = data.prepare_train(x, torch.Generator().manual_seed(0))
+    # Zero rows come in only from the padding: never more than `pad` of them.
+    h = x.shape[2]
+    zero_rows = (out.sum(dim=(1, 3)) == 0).sum(dim=1)
+    assert int(zero_rows.max()) <= pad < h and int(zero_rows.max()) > 0
+
+
+def test_explicit_augmentation_is_applied_as_given(tmp_path):
+    path = _save(tmp_path, _arrays(shape=(8, 8, 1), dtype=np.float32))
+    data = _load(path, augment={"crop_pad": 2, "flip": False})
+    assert data.augment == AugmentConfig(crop_pad=2, flip=False)
+    with pytest.raises(ConfigError, match="data.augment.crop_pad=8 must be below the image size 8x8"):
+        _load(path, augment={"crop_pad": 8})
+
+
+def test_the_trial_config_yaml_shows_the_augmentation_applied(tmp_path):
+    import yaml
+
+    from mixup_core.config import validate_trial_config
+    from mixup_core.trial import run_trial
+
+    path = _save(tmp_path, _arrays(n_train=16, n_test=4, shape=(8, 8, 3)))
+    raw = {"data": {"name": "npz", "root": str(path), "val_size": 0, "augment": True},
+           "model": {"name": "resnet18"}, "train": {"epochs": 1, "batch_size": 16, "device": "cpu"}}
+    run_trial(validate_trial_config(raw), tmp_path / "out")
+    written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert written["data"]["augment"] == {"crop_pad": 1, "flip": True}
+    checkpoint = next((tmp_path / "out" / "checkpoints").iterdir())
+    assert yaml.safe_load((checkpoint / "config.yaml").read_text())["data"]["augment"] == {"crop_pad": 1, "flip": True}
 
 
 def test_num_classes_spans_train_and_test_and_split_is_by_seed(tmp_path):
@@ -219,3 +260,71 @@ def test_val_size_too_large(tmp_path):
     path = _save(tmp_path, _arrays())
     with pytest.raises(ConfigError, match="val_size"):
         load_npz(DataConfig(name="npz", root=str(path), val_size=40), 0, CPU)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged members: each named, with what to do
+
+
+def _member_data_offset(path, member):
+    """Byte offset of a zip member's (stored or deflated) data in the file."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    raw = path.read_bytes()
+    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    return info.header_offset + 30 + name_len + extra_len, info.compress_size
+
+
+def _flip_bytes(path, member, where):
+    start, size = _member_data_offset(path, member)
+    raw = bytearray(path.read_bytes())
+    at = start + int(size * where)
+    for i in range(at, at + 8):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("member", ["x_train", "y_test"])
+def test_a_corrupt_member_is_named(tmp_path, compressed, member):
+    path = tmp_path / "data.npz"
+    (np.savez_compressed if compressed else np.savez)(path, **_arrays())
+    _flip_bytes(path, f"{member}.npy", 0.6)  # inside the data, past the .npy header
+    _expect_error(path, f"{member} is damaged", "write the file again")
+
+
+def test_a_damaged_npy_header_is_named(tmp_path):
+    path = _save(tmp_path, _arrays())
+    _flip_bytes(path, "y_train.npy", 0.0)  # the magic string and header
+    _expect_error(path, "y_train is damaged")
+
+
+@pytest.mark.parametrize("member", ["x_train", "y_train", "x_test"])
+def test_object_arrays_are_named(tmp_path, member):
+    arrays = _arrays()
+    arrays[member] = np.empty(len(arrays[member]), dtype=object)
+    _expect_error(_save(tmp_path, arrays), f"{member} is an object array", "pickle")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_, "U3", np.int64])
+def test_image_dtypes_that_are_not_pixels_are_named(tmp_path, dtype):
+    arrays = _arrays()
+    arrays["x_test"] = np.zeros(arrays["x_test"].shape, dtype=dtype)
+    _expect_error(_save(tmp_path, arrays), "x_test has dtype", "uint8 (0-255) or float")
+
+
+def test_float64_images_beyond_float32_are_refused(tmp_path):
+    arrays = _arrays(dtype=np.float64)
+    arrays["x_train"][0, 0, 0, 0] = 1e300
+    _expect_error(_save(tmp_path, arrays), "x_train contains infinite values (as float32)")
+
+
+def test_image_size_is_read_from_the_header_alone(tmp_path):
+    assert npz_image_size(_save(tmp_path, _arrays(shape=(12, 20, 3)))) == (12, 20)
+    assert npz_image_size(_save(tmp_path, _arrays(shape=(3, 12, 20)), "b.npz")) == (12, 20)
+    assert npz_image_size(_save(tmp_path, _arrays(shape=(28, 28)), "c.npz")) == (28, 28)
+    (tmp_path / "bad.npz").write_text("no")
+    assert npz_image_size(tmp_path / "bad.npz") is None

@@ -7,6 +7,8 @@
   token auth in every manifest and that compose publishes on loopback only);
 - a checkpoint is data, never code: a pickle with a malicious `__reduce__` placed as state.pt is
   refused with the clear error, and its payload does not run;
+- a trial's outputs are owner-only: `mixup-train` creates its output directory and checkpoints 0700
+  and every file 0600 (an existing directory keeps its mode);
 - no credential from the environment ends up in MLflow params, tags, metric names, artifacts, the
   MLflow database, Ray's result directory, Ray's session logs or the sweep's console output.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -63,6 +66,33 @@ def test_malicious_checkpoint_is_refused_and_its_payload_never_runs(tmp_path):
     # The file really is hostile: an unrestricted load runs the payload (so the checks above can fail).
     torch.load(folder / "state.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_trial_outputs_are_owner_only_and_an_existing_directory_keeps_its_mode(tmp_path):
+    tiny = ["--quiet", "--set", "data.n_train=40", "--set", "data.n_test=40", "--set", "train.batch_size=20",
+            "--set", "train.epochs=2", "--set", "train.checkpoint_interval_s=0", "--set", "train.keep_checkpoints=2"]
+    out = tmp_path / "new" / "trial"
+    res = subprocess.run([sys.executable, "-m", "mixup_core.cli", "feature_noise", "--out", str(out), *tiny],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700  # created by the trial: its own too
+    found = list(out.rglob("*"))
+    assert any(p.name == "state.pt" for p in found) and any(p.name == "SHA256SUMS" for p in found)
+    for path in [out, *found]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    (shared / "notes.txt").write_text("mine")
+    (shared / "notes.txt").chmod(0o644)
+    res = subprocess.run([sys.executable, "-m", "mixup_core.cli", "feature_noise", "--out", str(shared), *tiny],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "notes.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((shared / "metrics.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((shared / "checkpoints").stat().st_mode) == 0o700
 
 
 @pytest.fixture(scope="module")

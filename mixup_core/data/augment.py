@@ -10,10 +10,12 @@ the batch and the generator state.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+
+from ..config import AugmentConfig
 
 
 def draw_crop_flip(
@@ -53,21 +55,25 @@ def crop_flip(
     return out
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with `pad`-pixel zero padding and random horizontal flip of a batch [N, C, H, W].
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crop with `pad`-pixel zero padding and (if `flip`) random horizontal flip of a batch
+    [N, C, H, W].
 
     The random numbers come from `generator`; for no host syncs it should live on `x`'s device (a
-    generator on another device still works, at the cost of a small copy per batch).
+    generator on another device still works, at the cost of a small copy per batch). The same numbers
+    are drawn whatever `pad` and `flip` are, so the generator advances alike in every setting.
     """
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     gen_device = generator.device
     if gen_device.type == x.device.type and (gen_device.index in (None, x.device.index)):
-        dy, dx, flip = draw_crop_flip(x.shape[0], pad, generator, x.device)
+        dy, dx, flips = draw_crop_flip(x.shape[0], pad, generator, x.device)
     else:
         drawn = draw_crop_flip(x.shape[0], pad, generator, gen_device)
-        dy, dx, flip = (t.to(x.device) for t in drawn)
-    return crop_flip(x, dy, dx, flip, pad)
+        dy, dx, flips = (t.to(x.device) for t in drawn)
+    if not flip:
+        flips = torch.zeros_like(flips)
+    return crop_flip(x, dy, dx, flips, pad)
 
 
 class Normalize:
@@ -103,20 +109,22 @@ class Normalize:
 class ImagePipeline:
     """The `prepare_train` / `prepare_eval` pair of a `TrialData` for images held raw on the device.
 
-    prepare_train: random crop + flip (if `augment`) on the raw batch, then normalise to float32.
+    prepare_train: the augmentation (`config.resolve_augment`: False, or a random crop with
+    `crop_pad` and/or flips) on the raw batch, then normalise to float32.
     prepare_eval: normalise only. The generator argument of prepare_eval is ignored.
     """
 
-    def __init__(self, normalize: Normalize, augment: bool, pad: int = 4):
+    def __init__(self, normalize: Normalize, augment: Union[bool, AugmentConfig]):
+        if augment is True:  # resolved choices only: True would hide which crop is applied
+            raise ValueError("ImagePipeline takes a resolved augmentation (False or an AugmentConfig)")
         self.normalize = normalize
-        self.augment = augment
-        self.pad = pad
+        self.augment = augment if augment and augment.active else None
 
     def prepare_train(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if self.augment:
+        if self.augment is not None:
             if generator is None:
                 raise ValueError("prepare_train needs a torch.Generator to draw the augmentation from")
-            x = random_crop_flip(x, generator, self.pad)
+            x = random_crop_flip(x, generator, self.augment.crop_pad, self.augment.flip)
         return self.normalize(x)
 
     def prepare_eval(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:

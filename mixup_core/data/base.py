@@ -4,11 +4,11 @@ deterministic train/validation split."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
-from ..config import ConfigError
+from ..config import AugmentConfig, ConfigError
 
 Prepare = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
 
@@ -34,6 +34,8 @@ class TrialData:
     # Raw batch -> float model input. Train: augmentation (from the generator) + normalisation.
     prepare_train: Prepare = _identity
     prepare_eval: Prepare = _identity
+    # The augmentation prepare_train applies (config.resolve_augment): what the trial's config.yaml shows.
+    augment: Union[bool, AugmentConfig] = False
 
     @property
     def n_train(self) -> int:

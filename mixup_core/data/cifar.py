@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .augment import ImagePipeline, Normalize
-from ..config import ConfigError, DataConfig
+from ..config import ConfigError, DataConfig, resolve_augment
 from .base import TrialData, split_validation
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -175,8 +175,8 @@ def load_cifar(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
     """CIFAR-10/100 (cfg.name) from cfg.root, split into train/validation by `seed`, resident on `device`.
 
     Images stay uint8 NCHW on the device (4x less memory and bandwidth than float); `prepare_train`
-    augments (random crop, pad 4, + flip, if cfg.augment) and normalises a batch, `prepare_eval`
-    normalises only.
+    augments (cfg.augment: auto and true are the standard random crop with pad 4 + flip) and
+    normalises a batch, `prepare_eval` normalises only.
     """
     arrays = load_cifar_arrays(cfg.root, cfg.name, cfg.download)
     layout: CifarLayout = arrays["layout"]
@@ -187,7 +187,8 @@ def load_cifar(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
 
     train_x, train_y = to_device(arrays["train_x"]), to_device(arrays["train_y"])
     train_x, train_y, val_x, val_y = split_validation(train_x, train_y, cfg.val_size, seed)
-    pipeline = ImagePipeline(Normalize(layout.mean, layout.std, device, uint8_input=True), augment=cfg.augment)
+    augment = resolve_augment(cfg.augment, cfg.name, IMAGE_SHAPE[1:])
+    pipeline = ImagePipeline(Normalize(layout.mean, layout.std, device, uint8_input=True), augment)
     return TrialData(
         train_x=train_x,
         train_y=train_y,
@@ -199,4 +200,5 @@ def load_cifar(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
         input_shape=IMAGE_SHAPE,
         prepare_train=pipeline.prepare_train,
         prepare_eval=pipeline.prepare_eval,
+        augment=augment,
     )

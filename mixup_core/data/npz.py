@@ -3,8 +3,9 @@
 The file (`data.root`) holds `x_train, y_train, x_test, y_test`. Images are N,H,W,C or N,C,H,W (the
 layout is inferred; N,H,W is read as one channel), uint8 or float; labels are integer class indices
 0..K-1 and K = max label + 1 over train and test. uint8 images are normalised with the per-channel
-mean/std of the training split; float images are used as given. Augmentation (random crop, pad 4, and
-horizontal flip) applies when `data.augment` is on and the images are at least 8x8.
+mean/std of the training split; float images are used as given. Augmentation is off unless asked
+for: `data.augment: true` is a random crop padded by 1/8 of the image side plus flips, or give
+`{crop_pad: N, flip: bool}` (config.resolve_augment).
 
 Everything is checked on load and each problem becomes one `ConfigError` line saying what is wrong
 and what to do: the training loop can then trust the tensors.
@@ -13,17 +14,18 @@ and what to do: the training loop can then trust the tensors.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from .augment import ImagePipeline, Normalize
-from ..config import ConfigError, DataConfig
+from ..config import ConfigError, DataConfig, resolve_augment
 from .base import TrialData, split_validation
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
-MIN_AUGMENT_SIZE = 8  # a 4-pixel shift of a smaller image destroys more than it augments
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -50,10 +52,20 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                 f"{path}: missing array(s) {', '.join(missing)} (found: {', '.join(archive.files) or 'none'}); "
                 f"the file must hold {', '.join(REQUIRED)}"
             )
-        try:
-            return {k: archive[k] for k in REQUIRED}
-        except ValueError as e:  # object arrays need pickle, which is refused
-            raise ConfigError(f"{path}: an array cannot be read without pickle ({e}); store numeric arrays") from None
+        return {k: _read_member(archive, k, path) for k in REQUIRED}
+
+
+def _read_member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """One array of the archive; a member that cannot be read is named, with why."""
+    try:
+        return archive[key]
+    except ValueError as e:
+        if "pickle" in str(e):  # object arrays need pickle, which is refused: a file is data, not code
+            raise ConfigError(f"{path}: {key} is an object array (it needs pickle, which is refused); "
+                              f"store numeric arrays") from None
+        raise ConfigError(f"{path}: {key} is damaged ({e}); write the file again") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # bad CRC, cut short, bad deflate data
+        raise ConfigError(f"{path}: {key} is damaged ({type(e).__name__}: {e}); write the file again") from None
 
 
 def _channel_axis(shape: tuple[int, ...], key: str, path: Path) -> int:
@@ -84,10 +96,11 @@ def _images(a: np.ndarray, key: str, path: Path) -> np.ndarray:
     if a.dtype == np.uint8:
         pass
     elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            bad = "NaN" if np.isnan(a).any() else "infinite values"
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():  # after the cast: 1e300 is finite in float64, not in float32
+            bad = "NaN" if np.isnan(a).any() else "infinite values (as float32)"
             raise ConfigError(f"{path}: {key} contains {bad}; remove or replace them before training")
-        a = a.astype(np.float32, copy=False)
     else:
         raise ConfigError(
             f"{path}: {key} has dtype {a.dtype}; images must be uint8 (0-255) or float (used as given)"
@@ -143,6 +156,27 @@ def load_npz_arrays(path: str | Path) -> dict[str, np.ndarray | int]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "num_classes": num_classes}
 
 
+def npz_image_size(path: str | Path) -> Optional[tuple[int, int]]:
+    """(H, W) of x_train from its .npy header alone (nothing else is read), or None when the file
+    cannot tell (then `load_npz_arrays` says what is wrong with it)."""
+    try:
+        with zipfile.ZipFile(Path(path).expanduser()) as archive, archive.open("x_train.npy") as f:
+            version = np.lib.format.read_magic(f)
+            fmt = np.lib.format
+            shape = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+    if len(shape) == 3:
+        return int(shape[1]), int(shape[2])
+    if len(shape) != 4:
+        return None
+    try:
+        axis = _channel_axis(tuple(shape), "x_train", Path(path))
+    except ConfigError:
+        return None
+    return (int(shape[2]), int(shape[3])) if axis == 1 else (int(shape[1]), int(shape[2]))
+
+
 def load_npz(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
     arrays = load_npz_arrays(cfg.root)
     device = torch.device(device)
@@ -164,8 +198,8 @@ def load_npz(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
     else:
         mean, std = torch.zeros(channels), torch.ones(channels)
     height, width = train_x.shape[2], train_x.shape[3]
-    augment = cfg.augment and min(height, width) >= MIN_AUGMENT_SIZE
-    pipeline = ImagePipeline(Normalize(mean, std, device, uint8_input=uint8), augment=augment)
+    augment = resolve_augment(cfg.augment, cfg.name, (height, width))
+    pipeline = ImagePipeline(Normalize(mean, std, device, uint8_input=uint8), augment)
     return TrialData(
         train_x=train_x,
         train_y=train_y,
@@ -177,4 +211,5 @@ def load_npz(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
         input_shape=tuple(int(s) for s in train_x.shape[1:]),
         prepare_train=pipeline.prepare_train,
         prepare_eval=pipeline.prepare_eval,
+        augment=augment,
     )
