@@ -7,7 +7,8 @@
 
 SPEC is a YAML path or the name of a bundled spec (sweeps/specs/). `--set` semantics: see sweeps/spec.py.
 Every usage or configuration error is one line on stderr and exit code 2, before anything is created.
-Exit codes: 0 done, 1 some trials failed, 2 bad input, 130 interrupted (resumable).
+Exit codes: 0 done, 1 some trials failed, 2 bad input, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
+(both resumable). One driver per sweep (lease.py): a second run/resume of a live sweep exits 2.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _after_sweep(outcome) -> int:
     if outcome.interrupted:
-        print(f"sweep {outcome.name!r} interrupted: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
+        how = "stopped by SIGTERM" if outcome.terminated else "interrupted"
+        print(f"sweep {outcome.name!r} {how}: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
     from .best.command import print_selection_after_sweep
@@ -143,6 +145,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Ray snapshots its experiment state whenever trials checkpointed num_to_keep times: with
     # one checkpoint per short epoch that is often, by design (resume consistency); don't warn.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from . import stop_signals
+
+    if args.command in ("run", "resume"):
+        stop_signals.install()  # SIGTERM = Ctrl-C: resumable, exit 143 (stop_signals.py)
     try:
         return {"run": _run, "resume": _resume, "best": _best}[args.command](args)
     except ConfigError as e:
@@ -150,8 +156,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         name = getattr(args, "name", None) or "NAME"
-        print(f"mixup-sweep: interrupted; continue with: mixup-sweep resume {name}", file=sys.stderr)
-        return 130
+        how = "stopped by SIGTERM" if stop_signals.terminated() else "interrupted"
+        print(f"mixup-sweep: {how}; continue with: mixup-sweep resume {name}", file=sys.stderr)
+        return stop_signals.exit_code_of_interrupt()
 
 
 if __name__ == "__main__":

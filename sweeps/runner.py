@@ -22,7 +22,7 @@ from ray import tune
 
 from mixup_core import ConfigError
 
-from . import keys, search, tracking
+from . import keys, lease, search, stop_signals, tracking
 from .atomic_storage import storage_filesystem
 from .plan.packs import packs_trials
 from .plan.ray_trials import ray_trial_count
@@ -70,9 +70,14 @@ class SweepOutcome:
         return self.remaining > 0
 
     @property
+    def terminated(self) -> bool:
+        """Stopped by SIGTERM (not Ctrl-C)."""
+        return stop_signals.terminated()
+
+    @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
+            return stop_signals.exit_code_of_interrupt()
         return 1 if (self.errored or self.failed_runs) else 0
 
 
@@ -116,6 +121,7 @@ def start_ray(address: Optional[str]) -> None:
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
         ray.init(address="local", include_dashboard=False)
         keep_credentials_out_of_runtime_env()
+    stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,12 +236,23 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     target = tracking.resolve_tracking(tracking_uri)
     storage = storage_root(storage_path)
     path = experiment_path(storage, sweep.name)
+    _refuse_existing(sweep.name, path)
+    # One driver per sweep (lease.py): a second `run` started at the same moment is refused here,
+    # before anything is created in MLflow or Ray is started.
+    with lease.acquire(path, sweep.name, "run"):
+        _refuse_existing(sweep.name, path)  # another driver may have run it to the end meanwhile
+        return _run_sweep(sweep, address, target, storage, path)
+
+
+def _refuse_existing(name: str, path: str) -> None:
     if sweep_exists(path):
         raise ConfigError(
-            f"sweep {sweep.name!r} already exists at {path}: continue it with `mixup-sweep resume {sweep.name}`, "
+            f"sweep {name!r} already exists at {path}: continue it with `mixup-sweep resume {name}`, "
             f"or delete that directory (or pick another name with --set name=...) to start over"
         )
 
+
+def _run_sweep(sweep: Sweep, address: Optional[str], target, storage: str, path: str) -> SweepOutcome:
     if uses_cluster(address) and target.sqlite_path is not None:
         print(f"note: trials write to {target.sqlite_path}: on a multi-node cluster every node must see that path; "
               f"otherwise use an MLflow server (--tracking-uri http://HOST:PORT)", file=sys.stderr)
@@ -267,6 +284,11 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
         )
     if target.sqlite_path is not None and not target.sqlite_path.exists():
         raise ConfigError(f"no MLflow store at {target.uri} (pass the --tracking-uri that `run` used)")
+    with lease.acquire(path, name, "resume"):  # refused while another driver runs it, before any change
+        return _resume_sweep(name, address, target, storage, path)
+
+
+def _resume_sweep(name: str, address: Optional[str], target, storage: str, path: str) -> SweepOutcome:
     client = tracking.client_for(target.uri)
     experiment_id = tracking.get_experiment_id(client, name, None, create=False)
     parent = tracking.find_sweep_run(client, experiment_id, path) if experiment_id else None
