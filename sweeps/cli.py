@@ -75,11 +75,28 @@ def _after_sweep(outcome) -> int:
     return outcome.exit_code
 
 
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host = rest.rpartition(":")[0].strip("[]") if ":" in rest else rest
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _keep_embedded_ray_on_loopback(address: Optional[str]) -> None:
-    """An embedded Ray (no --address, no $RAY_ADDRESS) serves this machine only: Ray's single-node
-    mode (named for macOS/Windows, where it is the default) binds its servers to 127.0.0.1 instead
-    of every interface. Read when ray is imported, so set before that."""
-    if not uses_cluster(address):
+    """An embedded Ray (no --address, no $RAY_ADDRESS), or a cluster on a loopback address (127.x,
+    localhost, ::1), serves this machine only: Ray's single-node mode (named for macOS/Windows, where
+    it is the default) keeps 127.0.0.1 instead of swapping it for the machine's external IP
+    (ray_compat/loopback_node.py). Read when ray is imported, so set before that."""
+    from .ray_address import cluster_address
+
+    target = cluster_address(address)
+    if target is None or _is_loopback(target):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -154,6 +171,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as e:
         print(f"mixup-sweep: error: {e}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as e:  # a file of the user's that is not text: one line, not a traceback
+        print(f"mixup-sweep: error: a file is not UTF-8 text ({e.reason} at offset {e.start})", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - only the tracking store lost mid-sweep is expected here
+        if type(e).__name__ != "TrackingLost":
+            raise
+        print(f"mixup-sweep: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         name = getattr(args, "name", None) or "NAME"
         how = "stopped by SIGTERM" if stop_signals.terminated() else "interrupted"

@@ -10,6 +10,7 @@ Ctrl-C: Ray Tune saves the experiment state and stops the trials; the sweep stay
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -83,7 +84,7 @@ class SweepOutcome:
 
 def storage_root(storage_path: Optional[str]) -> str:
     """An absolute local path or a URI (s3://, gs://, ...): Ray needs one of those."""
-    path = storage_path or DEFAULT_STORAGE
+    path = storage_path or os.environ.get("MIXUP_SWEEP_STORAGE") or DEFAULT_STORAGE
     if "://" in path:
         return path.rstrip("/")
     return os.path.abspath(os.path.expanduser(path))
@@ -142,8 +143,12 @@ class TrialRunCloser(tune.Callback):
         return {**self.__dict__, "_client": None}
 
     def _close(self, trial, status: str, tags: dict[str, str], summarize: bool = False) -> None:
+        try:
+            tracking.check_store_exists(self.tracking_uri)
+        except tracking.TrackingStoreGone:
+            return  # _finish says so; never recreate the store here
         if self._client is None:
-            self._client = tracking.client_for(self.tracking_uri)
+            self._client = tracking.client_for(self.tracking_uri, create=False)
         runs = tracking.find_runs_of_ray_trial(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
         for run in runs:
             if run.info.status != "RUNNING":
@@ -203,8 +208,36 @@ def saved_statuses(path: str) -> dict[str, str]:
     return {t.trial_id: t.status for t in tune.ExperimentAnalysis(path).trials}
 
 
+class TrackingLost(Exception):
+    """The tracking store went away during the sweep (deleted, or a server gone past MLflow's retries):
+    the sweep stopped, resumable once the store is back. One line, exit 1."""
+
+
 def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
+    try:
+        tracking.check_store_exists(tracking_uri)
+        return _finish_in_store(client, sweep, tracking_uri, parent_run_id, path, experiment_id)
+    except tracking.TrackingStoreGone as e:
+        raise TrackingLost(f"sweep {sweep.name!r} stopped: {e}; restore it (from a backup), then: "
+                           f"mixup-sweep resume {sweep.name}") from None
+    except Exception as e:  # noqa: BLE001 - MLflow's errors after its retries: say what, not a traceback
+        if _is_tracking_failure(e):
+            raise TrackingLost(f"sweep {sweep.name!r} stopped: the MLflow store {tracking_uri} is unreachable "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); once it is "
+                               f"back: mixup-sweep resume {sweep.name}") from None
+        raise
+
+
+def _is_tracking_failure(e: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, (MlflowException, ConnectionError, OSError)) or type(e).__module__.startswith(
+        ("requests", "urllib3", "sqlalchemy"))
+
+
+def _finish_in_store(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
+                     experiment_id: str) -> SweepOutcome:
     outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, ray_trial_count(sweep),
                            saved_statuses(path), unit="pack(s)" if packs_trials(sweep) else "trial(s)")
     if outcome.interrupted:
@@ -327,7 +360,9 @@ def _fit(client, parent_run_id: str, address: Optional[str], make_tuner) -> None
         client.set_terminated(parent_run_id, status="KILLED")
         raise
     except BaseException:
-        client.set_terminated(parent_run_id, status="FAILED")
+        with contextlib.suppress(Exception):
+            tracking.check_store_exists(client.tracking_uri)  # a vanished store is never recreated
+            client.set_terminated(parent_run_id, status="FAILED")
         raise
 
 
