@@ -126,3 +126,17 @@ def test_a_holder_that_lost_its_lease_is_told(tmp_path, monkeypatch):
     assert lost and lost[0].host == "elsewhere.example"
     held.release()  # does not delete the new holder's lease
     assert lease.read_lease(str(tmp_path / "s")).host == "elsewhere.example"
+
+
+def test_loopback_addresses_keep_the_drivers_ray_on_loopback(monkeypatch):
+    """Every loopback --address gets what the embedded Ray gets (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+    set before ray is imported), so ray.init does not swap 127.0.0.1 for the external IP."""
+    from sweeps import cli
+
+    for address, kept in [("127.0.0.1:6379", True), ("127.8.9.1:6379", True), ("localhost:6379", True),
+                          ("[::1]:6379", True), ("ray://127.0.0.1:10001", True), ("ray://localhost:10001", True),
+                          (None, True), ("10.1.2.3:6379", False), ("head.example:6379", False)]:
+        monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        cli._keep_embedded_ray_on_loopback(address)
+        assert (os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0") == kept, address
