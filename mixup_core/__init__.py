@@ -34,6 +34,7 @@ _EXPORTS = {
     "read_yaml": "config",
     "format_validation_error": "config",
     "dump_yaml": "config",
+    "validation_count": "config",
     "run_trial": "trial",
     "run_packed_trials": "packing",
     "Reporter": "reporting",

@@ -35,6 +35,16 @@ Float = Annotated[float, BeforeValidator(_not_a_bool)]
 MAX_SEED = 2**32 - 1
 
 
+def validation_count(val_size: int | float, n: int) -> int:
+    """Examples `data.val_size` (a fraction, or a count) holds out of n for validation; a split that
+    leaves no training example is refused. Here, torch-free, so the driver checks it with the trial's rule."""
+    count = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
+    if count >= n:
+        raise ConfigError(f"data.val_size={val_size} leaves no training examples out of {n}; "
+                          f"use a fraction below 1 or a count below {n}")
+    return count
+
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: an infinite or NaN float (`mixup.alpha=inf`, `train.lr=nan`) passes every
     # range check (`gt=0` holds for inf) and only shows up as a diverged or silently broken trial.

@@ -7,7 +7,8 @@
 
 SPEC is a YAML path or the name of a bundled spec (sweeps/specs/). `--set` semantics: see sweeps/spec.py.
 Every usage or configuration error is one line on stderr and exit code 2, before anything is created.
-Exit codes: 0 done, 1 some trials failed, 2 bad input, 130 interrupted (resumable).
+Exit codes: 0 done, 1 some trials failed, 2 bad input, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
+(both resumable). One driver per sweep (lease.py): a second run/resume of a live sweep exits 2.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _after_sweep(outcome) -> int:
     if outcome.interrupted:
-        print(f"sweep {outcome.name!r} interrupted: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
+        how = "stopped by SIGTERM" if outcome.terminated else "interrupted"
+        print(f"sweep {outcome.name!r} {how}: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
     from .best.command import print_selection_after_sweep
@@ -78,11 +80,28 @@ def _after_sweep(outcome) -> int:
     return outcome.exit_code
 
 
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host = rest.rpartition(":")[0].strip("[]") if ":" in rest else rest
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _keep_embedded_ray_on_loopback(address: Optional[str]) -> None:
-    """An embedded Ray (no --address, no $RAY_ADDRESS) serves this machine only: Ray's single-node
-    mode (named for macOS/Windows, where it is the default) binds its servers to 127.0.0.1 instead
-    of every interface. Read when ray is imported, so set before that."""
-    if not uses_cluster(address):
+    """An embedded Ray (no --address, no $RAY_ADDRESS), or a cluster on a loopback address (127.x,
+    localhost, ::1), serves this machine only: Ray's single-node mode (named for macOS/Windows, where
+    it is the default) keeps 127.0.0.1 instead of swapping it for the machine's external IP
+    (ray_compat/loopback_node.py). Read when ray is imported, so set before that."""
+    from .ray_address import cluster_address
+
+    target = cluster_address(address)
+    if target is None or _is_loopback(target):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -148,6 +167,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Ray snapshots its experiment state whenever trials checkpointed num_to_keep times: with
     # one checkpoint per short epoch that is often, by design (resume consistency); don't warn.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from . import stop_signals
+
+    if args.command in ("run", "resume"):
+        stop_signals.install()  # SIGTERM = Ctrl-C: resumable, exit 143 (stop_signals.py)
     try:
         handler = getattr(args, "handler", None)
         if handler is not None:  # submit, logs, stop (jobs/commands.py); status, list (monitor/commands.py)
@@ -156,10 +179,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as e:
         print(f"mixup-sweep: error: {e}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as e:  # a file of the user's that is not text: one line, not a traceback
+        print(f"mixup-sweep: error: a file is not UTF-8 text ({e.reason} at offset {e.start})", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - only the tracking store lost mid-sweep is expected here
+        if type(e).__name__ != "TrackingLost":
+            raise
+        print(f"mixup-sweep: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         name = getattr(args, "name", None) or "NAME"
-        print(f"mixup-sweep: interrupted; continue with: mixup-sweep resume {name}", file=sys.stderr)
-        return 130
+        how = "stopped by SIGTERM" if stop_signals.terminated() else "interrupted"
+        print(f"mixup-sweep: {how}; continue with: mixup-sweep resume {name}", file=sys.stderr)
+        return stop_signals.exit_code_of_interrupt()
 
 
 if __name__ == "__main__":

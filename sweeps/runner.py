@@ -10,6 +10,7 @@ Ctrl-C: Ray Tune saves the experiment state and stops the trials; the sweep stay
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -22,7 +23,7 @@ from ray import tune
 
 from mixup_core import ConfigError
 
-from . import keys, search, tracking
+from . import keys, lease, search, stop_signals, tracking
 from .atomic_storage import storage_filesystem
 from .plan.packs import packs_trials
 from .monitor.progress import SweepProgress, record_driver
@@ -71,15 +72,20 @@ class SweepOutcome:
         return self.remaining > 0
 
     @property
+    def terminated(self) -> bool:
+        """Stopped by SIGTERM (not Ctrl-C)."""
+        return stop_signals.terminated()
+
+    @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
+            return stop_signals.exit_code_of_interrupt()
         return 1 if (self.errored or self.failed_runs) else 0
 
 
 def storage_root(storage_path: Optional[str]) -> str:
     """An absolute local path or a URI (s3://, gs://, ...): Ray needs one of those."""
-    path = storage_path or DEFAULT_STORAGE
+    path = storage_path or os.environ.get("MIXUP_SWEEP_STORAGE") or DEFAULT_STORAGE
     if "://" in path:
         return path.rstrip("/")
     return os.path.abspath(os.path.expanduser(path))
@@ -117,6 +123,7 @@ def start_ray(address: Optional[str]) -> None:
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
         ray.init(address="local", include_dashboard=False)
         keep_credentials_out_of_runtime_env()
+    stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,8 +144,12 @@ class TrialRunCloser(tune.Callback):
         return {**self.__dict__, "_client": None}
 
     def _close(self, trial, status: str, tags: dict[str, str], summarize: bool = False) -> None:
+        try:
+            tracking.check_store_exists(self.tracking_uri)
+        except tracking.TrackingStoreGone:
+            return  # _finish says so; never recreate the store here
         if self._client is None:
-            self._client = tracking.client_for(self.tracking_uri)
+            self._client = tracking.client_for(self.tracking_uri, create=False)
         runs = tracking.find_runs_of_ray_trial(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
         for run in runs:
             if run.info.status != "RUNNING":
@@ -198,8 +209,36 @@ def saved_statuses(path: str) -> dict[str, str]:
     return {t.trial_id: t.status for t in tune.ExperimentAnalysis(path).trials}
 
 
+class TrackingLost(Exception):
+    """The tracking store went away during the sweep (deleted, or a server gone past MLflow's retries):
+    the sweep stopped, resumable once the store is back. One line, exit 1."""
+
+
 def _finish(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
             experiment_id: str) -> SweepOutcome:
+    try:
+        tracking.check_store_exists(tracking_uri)
+        return _finish_in_store(client, sweep, tracking_uri, parent_run_id, path, experiment_id)
+    except tracking.TrackingStoreGone as e:
+        raise TrackingLost(f"sweep {sweep.name!r} stopped: {e}; restore it (from a backup), then: "
+                           f"mixup-sweep resume {sweep.name}") from None
+    except Exception as e:  # noqa: BLE001 - MLflow's errors after its retries: say what, not a traceback
+        if _is_tracking_failure(e):
+            raise TrackingLost(f"sweep {sweep.name!r} stopped: the MLflow store {tracking_uri} is unreachable "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); once it is "
+                               f"back: mixup-sweep resume {sweep.name}") from None
+        raise
+
+
+def _is_tracking_failure(e: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, (MlflowException, ConnectionError, OSError)) or type(e).__module__.startswith(
+        ("requests", "urllib3", "sqlalchemy"))
+
+
+def _finish_in_store(client, sweep: Sweep, tracking_uri: str, parent_run_id: str, path: str,
+                     experiment_id: str) -> SweepOutcome:
     outcome = SweepOutcome(sweep.name, tracking_uri, parent_run_id, path, ray_trial_count(sweep),
                            saved_statuses(path), unit="pack(s)" if packs_trials(sweep) else "trial(s)")
     if outcome.interrupted:
@@ -231,12 +270,23 @@ def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optiona
     target = tracking.resolve_tracking(tracking_uri)
     storage = storage_root(storage_path)
     path = experiment_path(storage, sweep.name)
+    _refuse_existing(sweep.name, path)
+    # One driver per sweep (lease.py): a second `run` started at the same moment is refused here,
+    # before anything is created in MLflow or Ray is started.
+    with lease.acquire(path, sweep.name, "run"):
+        _refuse_existing(sweep.name, path)  # another driver may have run it to the end meanwhile
+        return _run_sweep(sweep, address, target, storage, path)
+
+
+def _refuse_existing(name: str, path: str) -> None:
     if sweep_exists(path):
         raise ConfigError(
-            f"sweep {sweep.name!r} already exists at {path}: continue it with `mixup-sweep resume {sweep.name}`, "
+            f"sweep {name!r} already exists at {path}: continue it with `mixup-sweep resume {name}`, "
             f"or delete that directory (or pick another name with --set name=...) to start over"
         )
 
+
+def _run_sweep(sweep: Sweep, address: Optional[str], target, storage: str, path: str) -> SweepOutcome:
     if uses_cluster(address) and target.sqlite_path is not None:
         print(f"note: trials write to {target.sqlite_path}: on a multi-node cluster every node must see that path; "
               f"otherwise use an MLflow server (--tracking-uri http://HOST:PORT)", file=sys.stderr)
@@ -269,6 +319,11 @@ def resume_sweep(name: str, address: Optional[str] = None, tracking_uri: Optiona
         )
     if target.sqlite_path is not None and not target.sqlite_path.exists():
         raise ConfigError(f"no MLflow store at {target.uri} (pass the --tracking-uri that `run` used)")
+    with lease.acquire(path, name, "resume"):  # refused while another driver runs it, before any change
+        return _resume_sweep(name, address, target, storage, path)
+
+
+def _resume_sweep(name: str, address: Optional[str], target, storage: str, path: str) -> SweepOutcome:
     client = tracking.client_for(target.uri)
     experiment_id = tracking.get_experiment_id(client, name, None, create=False)
     parent = tracking.find_sweep_run(client, experiment_id, path) if experiment_id else None
@@ -308,7 +363,9 @@ def _fit(client, parent_run_id: str, address: Optional[str], make_tuner) -> None
         client.set_terminated(parent_run_id, status="KILLED")
         raise
     except BaseException:
-        client.set_terminated(parent_run_id, status="FAILED")
+        with contextlib.suppress(Exception):
+            tracking.check_store_exists(client.tracking_uri)  # a vanished store is never recreated
+            client.set_terminated(parent_run_id, status="FAILED")
         raise
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +34,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mixup_core import (
-    bundled_names,
-    find_yaml,
     ConfigError,
     TrialConfig,
+    bundled_names,
+    find_yaml,
     flatten,
     format_validation_error,
     parse_override,
     read_yaml,
     set_dotted,
     validate_trial_config,
+    validation_count,
 )
 
 from .metrics import EPOCH_METRICS, metric_mode
@@ -52,6 +55,9 @@ SPEC_DIR = Path(__file__).parent / "specs"
 # Validating the full grid product is exact but costs ~50 us per point; beyond this, values are
 # validated one key at a time only.
 _MAX_PRODUCT_CHECK = 20_000
+# The largest grid a sweep runs unless its spec raises `max_trials`: its size is computed from the
+# grid's lists before anything is expanded, so a 10-million-point typo is refused at once.
+DEFAULT_MAX_TRIALS = 100_000
 
 
 Grid = dict[str, Annotated[list[Any], Field(min_length=1)]]
@@ -116,6 +122,7 @@ class SweepSpec(_Strict):
     # than its training; 0 = every epoch.
     report_interval_s: float = Field(1.0, ge=0)
     scheduler: Optional[AshaSpec] = None
+    max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1)  # a grid above this is refused before it is expanded
 
 
 SPEC_KEYS = [k for k in SweepSpec.model_fields if k != "trial"]
@@ -134,6 +141,10 @@ class Sweep:
     source: str
     notes: list[str] = field(default_factory=list)
     pack_auto: bool = False  # resources.pack was auto (resolved by `_auto_pack`); preflight may lower it
+    # (key, fingerprint of a grid value) -> the value as the trial sees it after validation (1 -> 1.0 for
+    # a float key): what tells equal grid points apart. Filled by `_check_sweep`.
+    canonical: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _points: Optional[list[dict[str, Any]]] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -158,23 +169,45 @@ class Sweep:
             keys += [k for k in self.spec.optuna.space if k not in keys]
         return keys
 
+    def grid_size(self) -> int:
+        """The number of grid points, from the lists' lengths alone (nothing expanded): exact for one
+        grid (its lists hold distinct values, `_check_sweep`), an upper bound for a list of grids."""
+        return sum(math.prod(len(v) for v in g.values()) for g in self.grids if g)
+
+    def first_grid_point(self) -> dict[str, Any]:
+        base = flatten(self.base_trial)
+        grid = next((g for g in self.grids if g), {})
+        return {k: grid[k][0] if k in grid else base[k] for k in self.grid_keys}
+
     def grid_points(self) -> list[dict[str, Any]]:
-        """Each grid's cartesian product (first key varying slowest), concatenated; duplicates once.
-        Every point names every grid key: one a sub-grid leaves out has the trial's base value."""
+        """Each grid's cartesian product (first key varying slowest), concatenated; duplicates once
+        (equal as the trial sees them: 1 and 1.0 of a float key are one point). Every point names every
+        grid key: one a sub-grid leaves out has the trial's base value. Computed once."""
+        if self._points is not None:
+            return self._points
         base = flatten(self.base_trial)
         all_keys = self.grid_keys
+        grids = [g for g in self.grids if g]
         points: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for grid in self.grids:
+        for grid in grids:
             keys = list(grid)
             for combo in itertools.product(*(grid[k] for k in keys)):
                 chosen = dict(zip(keys, combo))
                 point = {k: chosen[k] if k in chosen else base[k] for k in all_keys}
-                fingerprint = yaml.safe_dump(point, sort_keys=True)
-                if fingerprint not in seen:
+                if len(grids) > 1:  # one grid's lists hold distinct values: no duplicates to find
+                    fingerprint = json.dumps([self.canonical.get((k, _fingerprint(v)), v) for k, v in point.items()],
+                                             default=str)
+                    if fingerprint in seen:
+                        continue
                     seen.add(fingerprint)
-                    points.append(point)
+                points.append(point)
+        self._points = points
         return points
+
+    def epochs_of(self, point: dict[str, Any]) -> int:
+        """train.epochs of the trial at this grid point (without validating it again)."""
+        return int(point.get("train.epochs", self.base_trial["train"]["epochs"]))
 
     @property
     def n_trials(self) -> int:
@@ -221,7 +254,13 @@ def resolve_spec_path(name_or_path: str) -> Path:
 
 def load_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     path = resolve_spec_path(name_or_path)
-    raw = read_yaml(path)
+    try:
+        raw = read_yaml(path)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          f"save the spec as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     return validate_sweep(raw, str(path), overrides)
 
 
@@ -246,9 +285,14 @@ def validate_sweep(raw: Any, source: str, overrides: list[str] | tuple[str, ...]
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> list[str]:
     """Apply `--set` items to the raw spec (see the module docstring); returns notes for the user."""
     notes: list[str] = []
+    given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
         head = key.split(".", 1)[0]
+        same = key[len("trial."):] if head == "trial" else key
+        if same in given:
+            raise ConfigError(f"--set {same} is given twice ({given[same]!r} and {item!r}); give each key once")
+        given[same] = item
         if key.startswith("grid."):
             if isinstance(raw.get("grid"), list):
                 raise ConfigError(f"--set {item!r}: this spec's grid is a list of grids; "
@@ -320,13 +364,35 @@ def _check_sweep(sweep: Sweep) -> None:
                 raise ConfigError(f"optuna.space.{key}: '{key}' is also in grid; sweep each key in one of them")
             _check_dimension(key, dim)
 
-    # Every value alone, then every combination (cross-field rules such as stop_epoch <= epochs).
+    # The grid's size from its lists, before anything is expanded.
+    size = sweep.grid_size()
+    if not spec.optuna and size > spec.max_trials:
+        shape = " + ".join(" x ".join(str(len(v)) for v in g.values()) for g in sweep.grids if g)
+        raise ConfigError(f"grid: {size:,} trials ({shape} values) is above max_trials ({spec.max_trials:,}); "
+                          f"sweep fewer values, or raise max_trials (--set max_trials={size}) if you mean it")
+
+    # Every value alone (each list's values distinct as the trial sees them), then every combination
+    # (cross-field rules such as stop_epoch <= epochs).
     for grid in sweep.grids:
         for key, values in grid.items():
-            for value in values:
-                _validate_point(sweep, {key: value}, f"grid.{key}")
-    points = sweep.grid_points()
-    configs = [_validate_point(sweep, p, "grid") for p in (points if len(points) <= _MAX_PRODUCT_CHECK else points[:1])]
+            seen: dict[str, tuple[int, Any]] = {}
+            for i, value in enumerate(values, 1):
+                cfg = _validate_point(sweep, {key: value}, f"grid.{key}")
+                canonical = _value_at(cfg, key)
+                same = seen.get(_fingerprint(canonical), _MISSING)
+                if same is not _MISSING:
+                    raise ConfigError(
+                        f"grid.{key}: values #{same[0]} ({same[1]!r}) and #{i} ({value!r}) are the same value "
+                        f"({canonical!r}) for the trial; list each value once (they would run as two trials of "
+                        f"one configuration, and `best` would count their seeds twice)")
+                seen[_fingerprint(canonical)] = (i, value)
+                sweep.canonical[(key, _fingerprint(value))] = canonical
+    if spec.optuna:
+        points = [sweep.first_grid_point()]
+        configs = [_validate_point(sweep, points[0], "grid")]
+    else:
+        points = sweep.grid_points()
+        configs = [_validate_point(sweep, p, "grid") for p in (points if len(points) <= _MAX_PRODUCT_CHECK else points[:1])]
     if spec.optuna:
         # The space's corners and choices, each combined with the first grid point.
         extra = []
@@ -335,6 +401,10 @@ def _check_sweep(sweep: Sweep) -> None:
                 extra.append(_validate_point(sweep, {**points[0], key: value}, f"optuna.space.{key}"))
         configs += extra
 
+    for point, cfg in data_configs(sweep):
+        n = train_examples(cfg)
+        if n is not None:
+            check_validation_split(cfg, n, point)
     _check_metric(spec, configs)
     _check_resources(spec, configs)
     if spec.resources.pack == "auto":
@@ -347,6 +417,72 @@ def _check_sweep(sweep: Sweep) -> None:
         raise ConfigError(refusal)
     if spec.scheduler is not None:
         _check_asha(sweep, spec.scheduler, configs)
+
+
+_MISSING = object()
+
+# Training images of the torchvision datasets (before the validation split).
+CIFAR_TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000}
+
+
+def held_out_count(val_size: Union[int, float], n: int) -> Optional[int]:
+    """Examples a trial holds out for validation from n (the trial's own rule, mixup_core's
+    validation_count); None when that leaves no training example (the trial would refuse to start)."""
+    try:
+        return validation_count(val_size, n)
+    except ConfigError:
+        return None
+
+
+def train_examples(cfg: TrialConfig) -> Optional[int]:
+    """Training examples before the split, when the configuration alone says (npz: the file does)."""
+    if cfg.data.name == "feature_noise":
+        return cfg.data.n_train
+    return CIFAR_TRAIN_IMAGES.get(cfg.data.name)
+
+
+def check_validation_split(cfg: TrialConfig, n: int, point: dict[str, Any], where: str = "") -> None:
+    if held_out_count(cfg.data.val_size, n) is None:
+        shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        trial = f" (the trial with {shown})" if shown else ""
+        raise ConfigError(f"{where or 'data.val_size'}: {cfg.data.val_size!r} leaves no training examples out of "
+                          f"{n}{trial}; use a fraction below 1 or a count below {n}")
+
+
+def data_configs(sweep: "Sweep") -> list[tuple[dict[str, Any], TrialConfig]]:
+    """One trial configuration for each distinct `data` section the sweep can produce (its data.* grid
+    values combined, the rest of the trial as in the first grid point): what the data checks need,
+    without expanding the whole grid."""
+    out: dict[str, tuple[dict[str, Any], TrialConfig]] = {}
+    first = sweep.first_grid_point()
+    choices: list[dict[str, list[Any]]] = [{k: v for k, v in g.items() if k.startswith("data.")} for g in sweep.grids]
+    if sweep.spec.optuna:
+        extra = {k: _dimension_values(d) for k, d in sweep.spec.optuna.space.items() if k.startswith("data.")}
+        choices = [{**c, **extra} for c in choices]
+    for grid in choices or [{}]:
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            point = {**first, **dict(zip(keys, combo))}
+            try:
+                cfg = sweep.trial_config(point)
+            except ConfigError:
+                continue  # not a point of the sweep (the grid's own points are validated elsewhere)
+            out.setdefault(json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True),
+                           (dict(zip(keys, combo)), cfg))
+    return list(out.values())
+
+
+def _fingerprint(value: Any) -> str:
+    """Equal for values the trial sees as equal (after validation); the type stays in it, so the bool
+    True and the int 1 differ."""
+    return f"{type(value).__name__}:{json.dumps(value, sort_keys=True, default=str)}"
+
+
+def _value_at(cfg: TrialConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node.model_dump(mode="python") if isinstance(node, BaseModel) else node
 
 
 def _trial_field(key: str):

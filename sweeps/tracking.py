@@ -76,9 +76,27 @@ def resolve_tracking(uri: Optional[str] = None, cwd: Optional[Path] = None) -> T
     return TrackingTarget(uri)
 
 
-def client_for(uri: str):
+class TrackingStoreGone(RuntimeError):
+    """The sweep's SQLite store is no longer there (deleted mid-sweep): never recreated empty."""
+
+
+def check_store_exists(uri: str) -> None:
+    """A SQLite store must exist already (the driver created it): opening a missing one would create
+    an empty database, and the trial would log into it as if nothing had happened."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise TrackingStoreGone(f"the MLflow store {path} is gone (deleted while the sweep ran?); "
+                                    f"nothing was recreated")
+
+
+def client_for(uri: str, create: bool = True):
+    """An MlflowClient of `uri`. create=False (trials, and the driver once a sweep runs): a SQLite
+    store that does not exist raises TrackingStoreGone instead of being created empty."""
     from mlflow import MlflowClient
 
+    if not create:
+        check_store_exists(uri)
     if not uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=uri)
     # Opening a SQLite store creates or migrates its schema; two sweeps started at once into a new
@@ -242,7 +260,7 @@ class TrialRun:
              params: dict[str, Any], ray_trial_id: Optional[str] = None) -> "TrialRun":
         """The run of `trial_id`, created or (a restart) found again; `ray_trial_id`: the Ray trial
         training it when that is not `trial_id` (a pack)."""
-        client = client_for(uri)
+        client = client_for(uri, create=False)  # a store deleted mid-sweep fails this attempt, never recreated
         existing = find_trial_run(client, experiment_id, parent_run_id, trial_id)
         if existing is not None:
             run_id = existing.info.run_id
@@ -270,6 +288,7 @@ class TrialRun:
         from mlflow.entities import Metric
 
         rows = [r for r in rows if int(r["epoch"]) > self.last_step]
+        check_store_exists(self.client.tracking_uri)  # deleted mid-trial: fail this attempt, recreate nothing
         ts = _now_ms()
         items = [Metric(k, float(v), ts, int(r["epoch"])) for r in rows for k, v in r.items()
                  if k != "epoch" and isinstance(v, (int, float)) and v is not None]

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,7 +24,7 @@ import pytest
 import torch
 import yaml
 from fault_support import MlflowServer
-from sweep_support import cli_command, tiny_spec, user_env, write_spec
+from sweep_support import cli_command, cmdline, tiny_spec, user_env, write_spec
 
 TRAIN = [sys.executable, "-m", "mixup_core.cli"]
 UNREACHABLE = "http://127.0.0.1:1"
@@ -296,6 +298,122 @@ CASES = [
      None, {}, ["data.augment", "feature_noise"]),
     ("train-augment-unknown-key", "train", ["feature_noise", "--out", "out", "--set", "data.augment={pad: 2}"],
      None, {}, ["data.augment"]),
+    # grid values equal as the trial sees them (they ran as separate trials; `best` counted seeds twice)
+    ("grid-int-and-float", "sweep", ["run", "spec.yaml"], spec(grid={"mixup.alpha": [1, 1.0]}), {},
+     ["grid.mixup.alpha", "#1 (1)", "#2 (1.0)", "same value"]),
+    ("grid-decimal-spellings", "sweep", ["run", "spec.yaml"],
+     text("spec.yaml", yaml.safe_dump(tiny_spec("bad"), sort_keys=False).replace(
+         "grid:\n  mixup.stop_epoch:\n  - 0\n  - null", "grid:\n  train.lr: [0.10, 0.1]")), {},
+     ["grid.train.lr", "same value"]),
+    ("grid-string-and-int", "sweep", ["run", "spec.yaml"], spec(grid={"seed": ["1", 1]}), {},
+     ["grid.seed", "'1'", "same value"]),
+    ("grid-stop-epoch-int-float", "sweep", ["run", "spec.yaml"], spec(grid={"mixup.stop_epoch": [1, 1.0, None]}), {},
+     ["grid.mixup.stop_epoch", "same value"]),
+    ("grid-equal-in-a-sub-grid", "sweep", ["run", "spec.yaml"],
+     spec(grid=[{"seed": [0]}, {"mixup.alpha": [2, 2.0]}]), {}, ["grid.mixup.alpha", "same value"]),
+    ("grid-equal-dry-run", "sweep", ["run", "spec.yaml", "--dry-run"], spec(grid={"mixup.alpha": [0.5, 0.50, 1]}), {},
+     ["grid.mixup.alpha", "same value"]),
+    ("grid-equal-via-set", "sweep", ["run", "spec.yaml", "--set", "grid.seed=[0, 0.0]"], spec(), {},
+     ["grid.seed", "same value"]),
+    # the same --set key twice
+    ("set-twice", "sweep", ["run", "spec.yaml", "--set", "seed=1", "--set", "seed=2"], spec(), {},
+     ["--set seed is given twice", "give each key once"]),
+    ("set-twice-trial-prefix", "sweep", ["run", "spec.yaml", "--set", "seed=1", "--set", "trial.seed=1"], spec(), {},
+     ["--set seed is given twice"]),
+    ("set-twice-spec-key", "sweep", ["run", "spec.yaml", "--set", "max_concurrent=1", "--set", "max_concurrent=2"],
+     spec(), {}, ["--set max_concurrent is given twice"]),
+    ("set-twice-grid-key", "sweep", ["run", "spec.yaml", "--set", "grid.seed=[0]", "--set", "grid.seed=[1]"],
+     spec(), {}, ["--set grid.seed is given twice"]),
+    ("set-twice-dry-run", "sweep", ["run", "spec.yaml", "--dry-run", "--set", "mixup.alpha=1", "--set",
+                                    "mixup.alpha=2"], spec(), {}, ["--set mixup.alpha is given twice"]),
+    # grid size, computed before the grid is expanded
+    ("grid-ten-million", "sweep", ["run", "spec.yaml"],
+     spec(grid={"seed": list(range(100_000)), "mixup.alpha": [0.1 * i + 0.1 for i in range(100)]}), {},
+     ["grid: 10,000,000 trials", "above max_trials (100,000)", "--set max_trials="]),
+    ("grid-ten-million-dry-run", "sweep", ["run", "spec.yaml", "--dry-run"],
+     spec(grid={"seed": list(range(100_000)), "mixup.alpha": [0.1 * i + 0.1 for i in range(100)]}), {},
+     ["grid: 10,000,000 trials"]),
+    ("grid-above-own-max-trials", "sweep", ["run", "spec.yaml"], spec(grid={"seed": [0, 1, 2, 3]}, max_trials=3), {},
+     ["grid: 4 trials", "above max_trials (3)"]),
+    ("grid-list-above-max-trials", "sweep", ["run", "spec.yaml", "--set", "max_trials=5"],
+     spec(grid=[{"seed": [0, 1, 2]}, {"seed": [5, 6, 7]}]), {}, ["grid: 6 trials", "3 + 3", "above max_trials (5)"]),
+    ("max-trials-zero", "sweep", ["run", "spec.yaml", "--set", "max_trials=0"], spec(), {}, ["max_trials"]),
+    # a validation split that leaves no training data (the trial's own rule, on the driver)
+    ("val-size-count-equals-n-train", "sweep", ["run", "spec.yaml", "--set", "data.val_size=200"], spec(), {},
+     ["data.val_size: 200 leaves no training examples out of 200"]),
+    ("val-size-in-grid", "sweep", ["run", "spec.yaml"], spec(grid={"data.val_size": [10, 500]}), {},
+     ["data.val_size: 500 leaves no training examples out of 200", "data.val_size=500"]),
+    ("val-size-against-n-train-grid", "sweep", ["run", "spec.yaml", "--set", "data.val_size=5"],
+     spec(grid={"data.n_train": [4, 200]}), {}, ["leaves no training examples out of 4", "data.n_train=4"]),
+    ("val-size-dry-run", "sweep", ["run", "spec.yaml", "--dry-run", "--set", "data.val_size=300"], spec(), {},
+     ["leaves no training examples out of 200"]),
+    ("val-size-cifar", "sweep", ["run", "spec.yaml", "--set", "data.name=cifar10", "--set", "model.name=resnet18",
+                                 "--set", "data.val_size=50000"], spec(), {}, ["out of 50000"]),
+    ("val-size-npz-file-length", "sweep", ["run", "spec.yaml", *NPZ_SWEEP, "--set", "data.val_size=10"],
+     both(spec(), npz()), {}, ["data.val_size", "leaves no training examples out of 10"]),
+    # storage that exists but cannot be written
+    ("storage-existing-unwritable", "sweep", ["run", "spec.yaml", "--storage-path", "/sys"], spec(), {},
+     ["--storage-path /sys", "cannot write in /sys"]),
+    ("storage-under-unwritable", "sweep", ["run", "spec.yaml", "--storage-path", "/sys/ray_results"], spec(), {},
+     ["cannot create /sys/ray_results"]),
+    ("storage-env-unwritable", "sweep", ["run", "spec.yaml"], spec(), {"MIXUP_SWEEP_STORAGE": "/sys"},
+     ["$MIXUP_SWEEP_STORAGE /sys", "cannot write in /sys"]),
+    # an address that accepts TCP but is not a Ray GCS (a hang of minutes before)
+    ("address-silent-listener", "sweep", ["run", "spec.yaml", "--address", "{silent}"], spec(), {},
+     ["not a Ray head", "sent nothing within"]),
+    ("address-http-server", "sweep", ["run", "spec.yaml", "--address", "{server_addr}"], spec(), {},
+     ["not a Ray head", "HTTP/1 server"]),
+    ("address-ray-client-http-server", "sweep", ["run", "spec.yaml", "--address", "ray://{server_addr}"], spec(), {},
+     ["not a Ray client server", "HTTP/1"]),
+    ("address-env-silent-listener", "sweep", ["run", "spec.yaml"], spec(), {"RAY_ADDRESS": "{silent}"},
+     ["$RAY_ADDRESS", "not a Ray head"]),
+    ("address-silent-resume", "sweep", ["resume", "bad", "--address", "{silent}"], None, {}, ["not a Ray head"]),
+    # tracking stores whose driver is missing, or that are not stores
+    ("tracking-postgres-no-driver", "sweep", ["run", "spec.yaml", "--tracking-uri", "postgresql://u:p@127.0.0.1/db"],
+     spec(), {}, ["postgresql driver psycopg2 is not installed", "pip install psycopg2-binary"]),
+    ("tracking-postgres-pg8000", "sweep", ["run", "spec.yaml", "--tracking-uri", "postgresql+pg8000://127.0.0.1/db"],
+     spec(), {}, ["driver pg8000 is not installed"]),
+    ("tracking-postgres-unknown-driver", "sweep", ["run", "spec.yaml", "--tracking-uri", "postgresql+nope://h/db"],
+     spec(), {}, ["unknown database driver 'nope'"]),
+    ("tracking-mysql", "sweep", ["run", "spec.yaml", "--tracking-uri", "mysql://u:p@127.0.0.1/db"], spec(), {},
+     ["mysql driver MySQLdb is not installed", "mysqlclient"]),
+    ("tracking-mysql-pymysql", "sweep", ["run", "spec.yaml", "--tracking-uri", "mysql+pymysql://127.0.0.1/db"],
+     spec(), {}, ["driver pymysql is not installed"]),
+    ("tracking-mssql", "sweep", ["run", "spec.yaml", "--tracking-uri", "mssql://127.0.0.1/db"], spec(), {},
+     ["driver pyodbc is not installed"]),
+    ("tracking-databricks-no-workspace", "sweep", ["run", "spec.yaml", "--tracking-uri", "databricks://"], spec(),
+     {"HOME": "{cwd}/home", "DATABRICKS_HOST": ""}, ["--tracking-uri databricks://"]),
+    ("tracking-databricks-unconfigured", "sweep", ["run", "spec.yaml", "--tracking-uri", "databricks://profile"],
+     spec(), {"HOME": "{cwd}/home"}, ["no Databricks workspace is configured"]),
+    ("tracking-postgres-best", "sweep", ["best", "bad", "--tracking-uri", "postgresql://127.0.0.1/db"], None, {},
+     ["psycopg2 is not installed"]),
+    ("tracking-sqlite-is-a-directory", "sweep", ["run", "spec.yaml", "--tracking-uri", "sqlite:///store"],
+     both(spec(), text("store/keep", "")), {}, ["is a directory, not an SQLite database file"]),
+    ("tracking-sqlite-not-a-database", "sweep", ["run", "spec.yaml", "--tracking-uri", "sqlite:///spec.yaml"],
+     spec(), {}, ["spec.yaml is not an SQLite database"]),
+    ("tracking-sqlite-no-such-directory", "sweep", ["run", "spec.yaml", "--tracking-uri", "sqlite:///nope/m.db"],
+     spec(), {}, ["the directory", "nope does not exist"]),
+    ("tracking-sqlite-unwritable", "sweep", ["run", "spec.yaml", "--tracking-uri", "sqlite:////sys/m.db"], spec(), {},
+     ["cannot write in /sys"]),
+    ("tracking-sqlite-env-directory", "sweep", ["run", "spec.yaml"], both(spec(), text("store/keep", "")),
+     {"MLFLOW_TRACKING_URI": "sqlite:///store"}, ["$MLFLOW_TRACKING_URI", "is a directory"]),
+    ("tracking-sqlite-not-a-database-best", "sweep", ["best", "bad", "--tracking-uri", "sqlite:///spec.yaml"],
+     spec(), {}, ["is not an SQLite database"]),
+    ("tracking-sqlite-directory-resume", "sweep", ["resume", "bad", "--tracking-uri", "sqlite:///store"],
+     text("store/keep", ""), {}, ["is a directory"]),
+    # spec files that are not UTF-8 YAML mappings
+    ("spec-not-utf8", "sweep", ["run", "spec.yaml"], text("spec.yaml", b"name: bad\ntrial: {seed: \xff}\n"), {},
+     ["spec.yaml: not UTF-8 text", "0xff"]),
+    ("spec-latin1", "sweep", ["run", "spec.yaml"], text("spec.yaml", "name: caf\u00e9\n".encode("latin-1")), {},
+     ["not UTF-8 text"]),
+    ("spec-utf16", "sweep", ["run", "spec.yaml"], text("spec.yaml", "name: bad\n".encode("utf-16")), {},
+     ["not UTF-8 text"]),
+    ("spec-binary", "sweep", ["run", "spec.yaml", "--dry-run"], text("spec.yaml", bytes(range(256))), {},
+     ["spec.yaml"]),
+    ("spec-empty", "sweep", ["run", "spec.yaml"], text("spec.yaml", ""), {}, ["spec.yaml"]),
+    ("spec-missing", "sweep", ["run", "nope.yaml"], None, {}, ["nope.yaml"]),
+    ("spec-is-a-folder-dry-run", "sweep", ["run", "specs", "--dry-run"], text("specs/keep", ""), {},
+     ["specs", "is a directory"]),
 ]
 
 
@@ -304,6 +422,33 @@ def server(tmp_path_factory):
     srv = MlflowServer(tmp_path_factory.mktemp("bad_input_server")).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def silent():
+    """HOST:PORT of a listener that accepts connections and never says anything (not a Ray GCS)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted = []
+    stop = threading.Event()
+
+    def serve():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    sock.close()
 
 
 def tree(directory: Path) -> dict[str, str]:
@@ -315,35 +460,87 @@ def tree(directory: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("case_id,program,args,inputs,env,words", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_clear_line_exit_2_and_creates_nothing(case_id, program, args, inputs, env, words,
-                                                                 tmp_path, request):
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
+def processes_in(directory: Path) -> list[str]:
+    """Processes whose working directory is `directory` or below (a Ray a case started would be)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == str(directory) or cwd.startswith(f"{directory}/"):
+                found.append(f"{entry.name} {cmdline(int(entry.name))}")
+    return found
+
+
+def check_case(case, root: Path, fixtures: dict[str, str], srv) -> Optional[str]:
+    """Run one case; None when it kept the promise, else what went wrong."""
+    case_id, program, args, inputs, env, words = case
+    cwd = root / case_id / "cwd"
+    cwd.mkdir(parents=True)
     if inputs is not None:
         inputs(cwd)
-    srv = request.getfixturevalue("server") if "{server}" in args else None
-    if srv is not None:
-        args = [a.replace("{server}", srv.uri) for a in args]
-        on_server = srv.snapshot()
-    before = tree(cwd)
+    values = {**fixtures, "cwd": str(cwd)}
 
+    def fill(text: str) -> str:
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", value)
+        return text
+
+    args = [fill(a) for a in args]
+    env = {k: fill(v) for k, v in env.items()}
+    on_server = srv.snapshot() if srv is not None else None
+    before = tree(cwd)
     command = (cli_command() if program == "sweep" else TRAIN) + args
     merged = {**user_env(), "PYTHONPATH": os.pathsep.join(sys.path), **env}
-    res = subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True, timeout=120)
-
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr, res.stderr
+    try:
+        res = subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "did not end within 120 s"
+    problems = []
+    if res.returncode != 2:
+        problems.append(f"exit code {res.returncode}")
+    if "Traceback" in res.stderr:
+        problems.append("printed a Traceback")
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     if "unrecognized arguments" in res.stderr:  # argparse: usage, then the one error line
         lines = [line for line in lines if "error:" in line]
-    assert len(lines) == 1, res.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert res.stdout == ""
-    assert tree(cwd) == before  # nothing created, nothing changed
-    if srv is not None:
-        assert srv.snapshot() == on_server
+    if len(lines) != 1:
+        problems.append(f"{len(lines)} lines instead of one")
+    missing = [w for w in words if not lines or w not in lines[0]]
+    if missing:
+        problems.append(f"the line lacks {missing}")
+    if res.stdout:
+        problems.append("wrote to stdout")
+    after = tree(cwd)
+    if after != before:
+        changed = sorted(set(after.items()) ^ set(before.items()))
+        problems.append(f"created or changed {[k for k, _ in changed][:5]}")
+    left = processes_in(cwd)
+    if left:
+        problems.append(f"left processes behind: {left[:3]}")
+    if srv is not None and srv.snapshot() != on_server:
+        problems.append("created something on the MLflow server")
+    if not problems:
+        return None
+    return f"{case_id}: {'; '.join(problems)}\n    stderr: {res.stderr.strip()[-800:]}"
+
+
+def test_the_bad_input_corpus_is_one_clear_line_exit_2_and_creates_nothing(tmp_path, request, silent):
+    """Every case at once, two at a time: one failure lists every case that broke the promise
+    (a traceback, an exit code other than 2, more than one line, a file, an MLflow experiment or run,
+    or a process left behind)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert len(CASES) >= 70 and len({c[0] for c in CASES}) == len(CASES)
+    srv = request.getfixturevalue("server")
+    fixtures = {"server": srv.uri, "server_addr": srv.uri.split("://", 1)[1], "silent": silent}
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: check_case(c, tmp_path, fixtures, srv if "{server" in str(c[2]) else None),
+                                CASES))
+    failures = [r for r in results if r is not None]
+    assert not failures, f"{len(failures)} of {len(CASES)} cases broke the promise:\n" + "\n".join(failures)
 
 
 def _check_storage_repeatedly(path: str, times: int) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ..config import AugmentConfig, ConfigError
+from ..config import AugmentConfig, validation_count
 
 Prepare = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
 
@@ -40,14 +40,6 @@ class TrialData:
     @property
     def n_train(self) -> int:
         return int(self.train_y.shape[0])
-
-
-def validation_count(val_size: int | float, n: int) -> int:
-    count = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
-    if count >= n:
-        raise ConfigError(f"data.val_size={val_size} leaves no training examples out of {n}; "
-                          f"use a fraction below 1 or a count below {n}")
-    return count
 
 
 def split_validation(

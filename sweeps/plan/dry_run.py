@@ -55,12 +55,18 @@ def describe(sweep: Sweep) -> str:
     pack_of = _pack_numbers(sweep)
     rows = []
     total = 0
+    shown = _shown_rows(len(points))
     for i, point in enumerate(points, 1):
-        epochs = sweep.trial_config(point).train.epochs
+        epochs = sweep.epochs_of(point)
         total += epochs
-        rows.append([str(i), *(_fmt(point[k]) for k in keys), str(epochs),
-                     *([str(pack_of[_fingerprint(point)])] if pack_of else [])])
-    lines += ["", *_table(rows, ["#", *keys, "epochs", *(["pack"] if pack_of else [])])]
+        if i in shown:
+            rows.append([str(i), *(_fmt(point[k]) for k in keys), str(epochs),
+                         *([str(pack_of[_fingerprint(point)])] if pack_of else [])])
+    table = _table(rows, ["#", *keys, "epochs", *(["pack"] if pack_of else [])])
+    if len(points) > len(rows):  # a huge grid: its first and last rows, and the count between
+        half = 2 + len(rows) // 2
+        table = [*table[:half], f"... {len(points) - len(rows):,} more trials not listed ...", *table[half:]]
+    lines += ["", *table]
     bound = "at most " if spec.scheduler is not None else ""
     lines.append(f"total: {len(points)} trials, {bound}{total} epochs")
     if pack_of:
@@ -70,6 +76,16 @@ def describe(sweep: Sweep) -> str:
                      f"{spec.max_concurrent // res.pack} pack(s) at a time")
     lines += _sharing_lines(sweep, total, bound)
     return "\n".join(lines)
+
+
+MAX_LISTED = 200  # trials listed one by one; a bigger grid shows its first and last MAX_LISTED / 2
+
+
+def _shown_rows(n: int) -> range | set[int]:
+    if n <= MAX_LISTED:
+        return range(1, n + 1)
+    half = MAX_LISTED // 2
+    return set(range(1, half + 1)) | set(range(n - half + 1, n + 1))
 
 
 def _fingerprint(point: dict[str, Any]) -> str:

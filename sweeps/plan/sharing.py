@@ -83,7 +83,7 @@ def _group_id(point: dict[str, Any]) -> str:
 
 
 def independent_plan(sweep: Sweep) -> list[PlannedTrial]:
-    return [PlannedTrial("single", p, sweep.trial_config(p).train.epochs) for p in sweep.grid_points()]
+    return [PlannedTrial("single", p, sweep.epochs_of(p)) for p in sweep.grid_points()]
 
 
 def plan_trials(sweep: Sweep) -> list[PlannedTrial]:

@@ -1,0 +1,36 @@
+"""The tracking store vanishing mid-sweep (the SQLite file deleted): trials never create a new one
+(today's bug: an empty database appeared and trials logged into it), each attempt fails, and the
+driver stops with one line saying how to continue; the sweep stays resumable."""
+
+from __future__ import annotations
+
+from sweep_support import run_cli, tiny_spec, wait_for, write_spec
+from test_fault_tolerance import kill_tree, progress, start, trial_with
+
+from sweeps.lease import read_lease
+
+
+def test_a_deleted_sqlite_store_is_never_recreated_and_the_driver_says_so(tmp_path):
+    write_spec(tmp_path, tiny_spec("gone", trial=trial_with(1000, 30), grid={"seed": [0, 1, 2]}, max_concurrent=1,
+                                   max_failures=1))
+    db = tmp_path / "mlflow.db"
+    driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
+    try:
+        wait_for(lambda: driver.poll() is not None or any(s == "RUNNING" and e >= 2 for s, e in progress(db, "gone")),
+                 timeout=180, what="a trial under way")
+        assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        db.unlink()
+        rc = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver)
+    log = (tmp_path / "run.log").read_text()
+    assert rc == 1, log[-3000:]
+    assert not db.exists(), "a trial or the driver created a new, empty store"
+    last = [line for line in log.splitlines() if line.strip()][-1]
+    assert last.startswith("mixup-sweep: error: sweep 'gone' stopped: the MLflow store") and "is gone" in last, last
+    assert "mixup-sweep resume gone" in last
+    assert read_lease(str(tmp_path / "ray_results" / "gone")) is None
+    res = run_cli(["resume", "gone"], cwd=tmp_path, timeout=120)  # refused up front, still creates nothing
+    assert res.returncode == 2 and "no MLflow store" in res.stderr, res.stderr[-2000:]
+    assert not db.exists()
