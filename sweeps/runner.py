@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -25,8 +26,8 @@ from mixup_core import ConfigError
 
 from . import keys, lease, search, stop_signals, tracking
 from .atomic_storage import storage_filesystem
-from .plan.packs import packs_trials
 from .monitor.progress import SweepProgress, record_driver
+from .plan.packs import packs_trials
 from .plan.ray_trials import ray_trial_count, total_epochs
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
@@ -290,10 +291,14 @@ def _run_sweep(sweep: Sweep, address: Optional[str], target, storage: str, path:
     if uses_cluster(address) and target.sqlite_path is not None:
         print(f"note: trials write to {target.sqlite_path}: on a multi-node cluster every node must see that path; "
               f"otherwise use an MLflow server (--tracking-uri http://HOST:PORT)", file=sys.stderr)
-    client = tracking.client_for(target.uri)
-    experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
-    parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)
-    record_driver(client, parent_run_id, sweep.n_trials, total_epochs(sweep))
+    def open_sweep_run():
+        client = tracking.client_for(target.uri)
+        experiment_id = tracking.get_experiment_id(client, sweep.name, target.artifact_location, create=True)
+        parent_run_id = tracking.start_sweep_run(client, experiment_id, sweep.to_dict(), sweep.to_yaml(), path)
+        record_driver(client, parent_run_id, sweep.n_trials, total_epochs(sweep))
+        return client, experiment_id, parent_run_id
+
+    client, experiment_id, parent_run_id = _while_ray_starts(address, open_sweep_run)
     print(f"MLflow: experiment {sweep.name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
     note = ignored_share_note(sweep)
     if note:
@@ -353,6 +358,23 @@ def _resume_sweep(name: str, address: Optional[str], target, storage: str, path:
         storage_filesystem=storage_filesystem(storage),
     ))
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
+
+
+def _while_ray_starts(address: Optional[str], open_sweep_run):
+    """Start Ray here while `open_sweep_run` (MLflow: its import, the store, the experiment and the parent
+    run) runs in a thread: the two do not depend on each other, and each takes seconds (Ray mostly
+    waits for the processes it spawns; a new SQLite store runs its schema migrations). Ray stays in the
+    main thread: ray.init installs signal handlers. Returns what `open_sweep_run` returns."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
+        opening = pool.submit(open_sweep_run)
+        try:
+            start_ray(address)
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # the run was made for a sweep that never started
+                client, _, parent_run_id = opening.result()
+                client.set_terminated(parent_run_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+        return opening.result()
 
 
 def _fit(client, parent_run_id: str, address: Optional[str], make_tuner) -> None:

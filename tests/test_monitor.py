@@ -17,22 +17,28 @@ def status(tmp: Path, *args: str) -> dict:
 
 def test_status_and_list_follow_a_sweep_from_start_to_end(tmp_path: Path):
     spec = tiny_spec("watched", grid={"seed": [0, 1], "mixup.stop_epoch": [0, None]})
-    spec["trial"]["train"]["epochs"] = 30
+    spec["trial"]["train"]["epochs"] = 60
     spec["trial"]["data"]["n_train"] = 600  # slow enough to be seen running
     write_spec(tmp_path, spec)
     log = tmp_path / "run.log"
     proc = start_cli(["run", "spec.yaml"], cwd=tmp_path, log=log)
     try:
         running = wait_for(lambda: (lambda s: s if s.get("state") == "running" and s.get("trials_running", 0) > 0
-                                    and 0 < s.get("progress", 0) < 1 else None)(status(tmp_path, "watched")),
+                                    and 0 < s.get("progress", 0) < 0.5 else None)(status(tmp_path, "watched")),
                            timeout=240, what="the sweep to be seen running with progress", interval=1.0)
-        assert running["trials_total"] == 4 and running["epochs_total"] == 120
+        assert running["trials_total"] == 4 and running["epochs_total"] == 240
         assert running["trials_finished"] + running["trials_running"] + running["trials_pending"] <= 4
         assert running["eta_s"] is not None and running["eta_s"] > 0
         assert running["driver_host"] and running["job"] is None
-        local_stop = run_cli(["stop", "watched"], cwd=tmp_path, timeout=60)  # no Ray job to stop
-        assert local_stop.returncode == 2 and "Ctrl-C" in local_stop.stderr
-        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+        # A local driver (no Ray job): `stop` sends it SIGTERM through its lease; it stops resumably.
+        stopped = run_cli(["stop", "watched"], cwd=tmp_path, timeout=60)
+        assert stopped.returncode == 0 and "SIGTERM" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert proc.wait(timeout=120) == 143, log.read_text()[-3000:]
+        interrupted = status(tmp_path, "watched")
+        assert interrupted["state"] == "interrupted" and interrupted["trials_finished"] < 4
+        assert "mixup-sweep resume watched" in interrupted["note"]
+        resumed = run_cli(["resume", "watched"], cwd=tmp_path, timeout=400)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -40,7 +46,7 @@ def test_status_and_list_follow_a_sweep_from_start_to_end(tmp_path: Path):
     done = status(tmp_path)  # no NAME: the newest sweep
     assert done["name"] == "watched" and done["state"] == "finished"
     assert (done["trials_finished"], done["trials_running"], done["trials_pending"]) == (4, 0, 0)
-    assert done["progress"] == 1.0 and done["epochs_done"] == done["epochs_total"] == 120
+    assert done["progress"] == 1.0 and done["epochs_done"] == done["epochs_total"] == 240
     assert done["best"]["n"] == 2 and not done["best"]["provisional"]
     text = run_cli(["status", "watched"], cwd=tmp_path, timeout=60).stdout
     assert "watched" in text and "4 finished" in text and "100%" in text

@@ -112,5 +112,22 @@ def stop_command(args: argparse.Namespace) -> int:
 
 
 def stop_local_driver(name: str, parent) -> int:
-    raise ConfigError(f"sweep {name!r} is driven by a local `mixup-sweep run`, not a Ray job: stop it with "
-                      f"Ctrl-C (or SIGTERM) in its terminal; it stays resumable")
+    """A sweep driven by `mixup-sweep run`/`resume`, not a Ray job: SIGTERM to the driver that holds its
+    lease (lease.py), which it treats as Ctrl-C (resumable, exit 143). Only on the driver's own host."""
+    import signal
+
+    from .. import keys
+    from ..lease import read_lease
+
+    storage = parent.data.tags.get(keys.STORAGE_TAG)
+    holder = read_lease(storage) if storage else None
+    if holder is None or not holder.live():
+        raise ConfigError(f"sweep {name!r} has no live driver (its run says RUNNING, but no driver holds its lease "
+                          f"at {storage}): it was killed; continue it with `mixup-sweep resume {name}`")
+    if not holder.on_this_host():
+        raise ConfigError(f"sweep {name!r} is driven from another machine ({holder.describe()}): stop it there with "
+                          f"`mixup-sweep stop {name}`, Ctrl-C or SIGTERM; it stays resumable")
+    os.kill(holder.pid, signal.SIGTERM)
+    print(f"sweep {name!r}: sent SIGTERM to its driver ({holder.describe()}); it saves its state and exits "
+          f"resumably; continue with: mixup-sweep resume {name}")
+    return 0

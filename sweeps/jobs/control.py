@@ -4,7 +4,7 @@ A submitted sweep's parent run names its Ray job and the address it was submitte
 driver, monitor/progress.py), so both commands need only the tracking store. `stop` asks Ray to stop
 the job: Ray sends the driver SIGTERM, which the driver treats as Ctrl-C (Ray Tune saves its state, the
 sweep stays resumable, exit 143). A sweep driven by a local `run` has no Ray job: `stop` signals that
-driver itself when it runs on this machine (its host and pid are recorded in its sweep lease)."""
+driver itself when it runs on this machine (its host and pid are in its sweep lease, lease.py)."""
 
 from __future__ import annotations
 
