@@ -230,9 +230,26 @@ def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[s
     return [f"{ARTIFACT_DIR}/{n}" for n in names]
 
 
+def experiment_ui_url(tracking_uri: str, experiment_id: str) -> str:
+    """Where MLflow's UI shows the sweep's runs. `workflowType=machine_learning` because MLflow 3.17's UI
+    picks an experiment's landing page from the browser's GenAI / Model training switch (GenAI unless
+    changed), not from the experiment's mlflow.experimentKind tag: without it the link opens the GenAI
+    overview. A SQLite store has no UI of its own: the address of `mlflow ui`'s default port."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def ui_hint(tracking_uri: str, experiment_id: str) -> str:
+    url = experiment_ui_url(tracking_uri, experiment_id)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"MLflow UI: {url}"
+    return f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}, then open {url}"
+
+
 @dataclass
 class _Outcome:
     client: Any
+    tracking_uri: str
     experiment: Any
     parent_run_id: str
     children: list
@@ -259,8 +276,9 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
         note = (f"Note: experiment '{name}' holds {n_parents} sweep runs; using the most recent "
                 f"({parent_id}); pick another with --run-id.")
         report = "\n".join(wrap(note)) + "\n" + report
-    document = selection_to_dict(sel, sweep=name, parent_run_id=parent_id, tracking_uri=uri)
-    return _Outcome(client, client.get_experiment(eid), parent_id, children, sel, document, report, own)
+    document = selection_to_dict(sel, sweep=name, parent_run_id=parent_id, tracking_uri=uri,
+                                 mlflow_ui_url=experiment_ui_url(uri, eid))
+    return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own)
 
 
 def _write(o: _Outcome) -> tuple[list[str], str | None]:
@@ -322,6 +340,7 @@ def run_best(names: str | list[str], tracking_uri: str | None, as_json: bool, ru
                                      f"mixup_sweep.best_config, artifacts {', '.join(o.document['artifacts'])}")))
             elif not o.sweep_metric:
                 print(f"Not written to the parent run: --metric {o.sel.metric} is not the sweep's selection metric.")
+            print("\n".join(wrap(ui_hint(o.tracking_uri, o.experiment.experiment_id))))
     for error in errors:
         print(f"mixup-sweep best: {error}", file=sys.stderr)
     return 1 if errors else 0
@@ -340,5 +359,6 @@ def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_
     if artifacts:
         print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)} "
                              f"(rerun any time: mixup-sweep best {name})")))
+    print("\n".join(wrap(ui_hint(o.tracking_uri, o.experiment.experiment_id))))
     if write_error:
         print(f"mixup-sweep: {write_error}", file=sys.stderr)

@@ -95,7 +95,7 @@ def plot_learning_curves(groups: Sequence[GroupCurves], metrics: Sequence[str], 
     cols = 1 if len(metrics) == 1 else 2
     rows = math.ceil(len(metrics) / cols)
     legend_rows = math.ceil(min(len(groups), _MAX_LEGEND_LINES) / 4)
-    legend_in = 0.25 * legend_rows + 0.15  # inches below the panels for the legend
+    legend_in = 0.25 * legend_rows + 0.05  # inches above the panels for the legend
     fig = _new_figure(8.0 if cols == 1 else 6.4 * cols, 3.6 * rows + legend_in + 0.5)
     handles, labels = [], []
     for p, metric in enumerate(metrics):
@@ -126,11 +126,14 @@ def plot_learning_curves(groups: Sequence[GroupCurves], metrics: Sequence[str], 
     if not groups:
         fig.text(0.5, 0.5, "no curves to draw", ha="center", va="center")
     fig.suptitle(title or "mean over seeds (band: min..max over seeds); dotted vertical line: Mixup switched off",
-                 fontsize=10)
+                 fontsize=10, y=1 - 0.08 / fig.get_figheight(), va="top")
+    # The legend on top, under the title: viewers that show the figure cropped (MLflow's artifact
+    # preview scrolls) show the top first.
+    top_in = 0.35 + (legend_in if handles and len(handles) <= _MAX_LEGEND_LINES else 0.0)
     if handles and len(handles) <= _MAX_LEGEND_LINES:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize=9, frameon=False)
-    bottom = legend_in / fig.get_figheight() if handles else 0.02
-    fig.tight_layout(rect=(0, bottom, 1, 0.96))
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()),
+                   ncol=min(4, len(handles)), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top_in / fig.get_figheight()))
     _save(fig, path)
 
 
@@ -159,10 +162,16 @@ def plot_metric_vs_stop_epoch(series: Mapping[str, Sequence[SeedValues]], metric
             sy = [p.values[list(p.seeds).index(seed)] for p in pts if seed in p.seeds]
             ax.plot(sx, sy, color=st["color"], linewidth=0.8, alpha=0.35, marker=st["marker"], markersize=4,
                     linestyle="-", zorder=2)
+            if n_series <= 3 and sx:  # name the seed at its line's right end (few series: no clutter)
+                ax.annotate(f"s{seed}", (sx[-1], sy[-1]), xytext=(5, 0), textcoords="offset points",
+                            fontsize=7, color=st["color"], va="center")
         means = [sum(p.values) / len(p.values) for p in pts]
-        name = label or "mean over seeds"
         ax.plot([x + shift for x in xs], means, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
-                markersize=8, linewidth=2.4, label=f"{name} (mean; small points: one per seed)", zorder=3)
+                markersize=8, linewidth=2.4, label=f"{label}: mean over seeds" if label else "mean over seeds",
+                zorder=3)
+    # One legend entry for what the thin lines are, whatever the number of series.
+    ax.plot([], [], color="#555555", linewidth=0.8, alpha=0.5, marker="o", markersize=4,
+            label="one seed (joined across stop epochs)")
 
     ticks = list(numeric) + ([never_x] if has_never else [])
     tick_labels = [str(s) for s in numeric] + ([NEVER] if has_never else [])
@@ -175,7 +184,7 @@ def plot_metric_vs_stop_epoch(series: Mapping[str, Sequence[SeedValues]], metric
     ax.set_xlabel("E = mixup.stop_epoch (Mixup for epochs 1..E, then standard training; never = Mixup throughout)",
                   fontsize=9)
     ax.set_ylabel(f"final-epoch {metric}")
-    ax.set_title(title or f"final {metric} vs Mixup stop epoch (each seed a point)", fontsize=11)
+    ax.set_title(title or f"final {metric} vs Mixup stop epoch", fontsize=11)
     ax.grid(True, alpha=0.3)
     if n_series <= _MAX_LEGEND_LINES:
         ax.legend(fontsize=8, loc="best")
