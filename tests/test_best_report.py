@@ -52,7 +52,7 @@ def test_a_failed_group_is_named_and_has_no_row():
     records = [_rec(f"{e}{s}", s, e, 0.80 + 0.01 * s + (0.02 if e == 5 else 0.0)) for e in (0, 5) for s in (0, 1, 2)]
     records += [_rec(f"n{s}", s, "null", None, status="FAILED", error="diverged at epoch 3") for s in (0, 1, 2)]
     text = _report(records)
-    assert "6 of 9 trial(s) used" in text and "Excluded (not in the table): 3 trial(s)" in text
+    assert "trials: 6 of 9 used, 3 excluded" in text and "Excluded (not in the table): 3 trial(s)" in text
     assert "  - E=never s1 (trial n1): FAILED: diverged at epoch 3" in text
     assert "  E=never: no usable trial (3 excluded), so no row in the table." in text
     assert [line.split()[1 if line.startswith("*") else 0] for line in _table(text)] == ["E=0", "E=5"]

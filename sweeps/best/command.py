@@ -276,8 +276,7 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
         note = (f"Note: experiment '{name}' holds {n_parents} sweep runs; using the most recent "
                 f"({parent_id}); pick another with --run-id.")
         report = "\n".join(wrap(note)) + "\n" + report
-    document = selection_to_dict(sel, sweep=name, parent_run_id=parent_id, tracking_uri=uri,
-                                 mlflow_ui_url=experiment_ui_url(uri, eid))
+    document = selection_to_dict(sel, sweep=name, experiment_id=eid, parent_run_id=parent_id, tracking_uri=uri)
     return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own)
 
 
@@ -357,8 +356,8 @@ def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_
     artifacts, write_error = _write(o)
     print(o.report)
     if artifacts:
-        print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)} "
-                             f"(rerun any time: mixup-sweep best {name})")))
+        print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)}.")))
+        print(f"Rerun any time: mixup-sweep best {name}")
     print("\n".join(wrap(ui_hint(o.tracking_uri, o.experiment.experiment_id))))
     if write_error:
         print(f"mixup-sweep: {write_error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..keys import STOP_EPOCH_KEY, TEST_ACC
 from ..labels import format_value, group_label, ordered_keys, short_names, trial_label
-from .selection import Comparison, GroupResult, Selection, Spread, Verdict
+from .selection import Comparison, GroupResult, Selection, Spread, Verdict, natural_order
 
 TERMINAL_COLUMNS = 120
 TIE_RULE = ("more seeds first, then the earliest stop epoch (never = latest), then the other keys' values "
@@ -207,7 +207,9 @@ def format_table(sel: Selection, wide: bool = False, width: int = TERMINAL_COLUM
 
 
 def _names(groups: Sequence[GroupResult]) -> str:
-    return ", ".join(r.label for r in groups)
+    """Labels in table order (by configuration), whatever order the groups were ranked in."""
+    ordered = sorted(groups, key=lambda r: tuple(natural_order(v) for v in r.config.values()))
+    return ", ".join(r.label for r in ordered)
 
 
 def _stop_words(r: GroupResult) -> str:
@@ -324,7 +326,7 @@ def format_report(sel: Selection, sweep: str = "", parent_run_id: str = "", trac
     out.append(f"Sweep '{sweep}'{where}")
     used = sum(r.metric.n for r in sel.rows)
     out.append(f"Selection metric: final-epoch {sel.metric} ({sel.mode}); groups = configurations minus seed; "
-               f"{used} of {sel.n_trials} trial(s) used")
+               f"trials: {used} of {sel.n_trials} used, {len(sel.excluded)} excluded")
     out.extend(_excluded_lines(sel))
     if sel.superseded_run_ids:
         out.append(f"Ignored {len(sel.superseded_run_ids)} earlier run(s) of retried trials.")
