@@ -143,3 +143,9 @@ def ray_trial_name(config: Mapping[str, Any], keys: Sequence[str]) -> str:
     if share and share.get("role") == "trunk" and not share.get("is_user_trial", True):
         return f"trunk: {label}"
     return label
+
+
+def ray_trial_name_of(trial, keys: Sequence[str]) -> str:
+    """`tune.TuneConfig(trial_name_creator=functools.partial(ray_trial_name_of, keys=...))`: Ray calls
+    it with the Trial it creates and shows the result in its progress table's "Trial name" column."""
+    return ray_trial_name(trial.config, keys)

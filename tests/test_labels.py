@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sweeps.labels import group_label, ray_trial_name, sweep_label_keys, trial_label
+import functools
+from types import SimpleNamespace
+
+from sweeps.labels import group_label, ray_trial_name, ray_trial_name_of, sweep_label_keys, trial_label
 from sweeps.spec import load_sweep
 
 E, A, S = "mixup.stop_epoch", "mixup.alpha", "seed"
@@ -42,3 +45,5 @@ def test_ray_trial_name():
     assert ray_trial_name(trunk, keys) == "trunk: E=never s0"
     assert ray_trial_name({"pack": [{E: 0, S: 0}, {E: 20, S: 0}]}, keys) == "E=0 s0 | E=20 s0"
     assert ray_trial_name({A: 0.5, E: 3, "plan_slot": 1}, [A, E]) == "E=3 a=0.5"  # Optuna: flat config
+    name_of = functools.partial(ray_trial_name_of, keys=(E, S))  # as TuneConfig(trial_name_creator=...) calls it
+    assert name_of(SimpleNamespace(config={"grid_point": {E: 60, S: 2}})) == "E=60 s2"

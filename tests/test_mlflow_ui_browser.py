@@ -26,7 +26,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,8 +39,9 @@ from sweeps.labels import sweep_label_keys, trial_label
 from sweeps.spec import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# $CHROMIUM / $CHROMEDRIVER: other binaries (test_skips_with_the_reason... points one at nothing).
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -217,7 +217,18 @@ def _assert_runs_page(browser: WebDriver, n_runs: int) -> str:
     return text
 
 
-def test_mlflow_ui_shows_the_sweep_as_a_person_reads_it(mlflow_server, browser: WebDriver, tmp_path: Path):
+def test_skips_with_the_reason_when_chromedriver_is_missing(tmp_path: Path):
+    """Chromium without chromedriver (Debian ships them apart): the UI test is skipped and says why
+    (its browser fixture comes first, so that happens before a server or a sweep is started)."""
+    test = f"{Path(__file__)}::test_mlflow_ui_shows_the_sweep_as_a_person_reads_it"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+                          env={**os.environ, "CHROMEDRIVER": str(tmp_path / "no-chromedriver")},
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "chromedriver not installed (apt-get install chromium chromium-driver" in proc.stdout
+
+
+def test_mlflow_ui_shows_the_sweep_as_a_person_reads_it(browser: WebDriver, mlflow_server, tmp_path: Path):
     uri = mlflow_server
     sweep = run_cli(["run", *SWEEP, "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray_results")],
                     cwd=tmp_path, timeout=500)
