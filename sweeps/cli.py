@@ -2,7 +2,7 @@
 
   mixup-sweep run SPEC [--address ADDR] [--tracking-uri URI] [--storage-path P] [--set k=v ...] [--dry-run]
   mixup-sweep resume NAME [--address ADDR] [--tracking-uri URI] [--storage-path P]
-  mixup-sweep best NAME [--json] [--tracking-uri URI] [--run-id ID] [--metric M]
+  mixup-sweep best NAME [NAME ...] [--json] [--wide] [--tracking-uri URI] [--run-id ID] [--metric M]
   mixup-sweep cluster up|status|down [...]   the local development cluster (devcluster.py)
 
 SPEC is a YAML path or the name of a bundled spec (sweeps/specs/). `--set` semantics: see sweeps/spec.py.
@@ -51,9 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("name", metavar="NAME")
     cluster_args(resume)
 
-    best = sub.add_parser("best", help="the best configuration and early-stop epoch, from MLflow")
-    best.add_argument("name", metavar="NAME")
-    best.add_argument("--json", action="store_true", help="machine-readable output")
+    best = sub.add_parser("best", help="the best configuration and early-stop epoch, from MLflow",
+                          description="The best early-stop epoch and configuration of one or several sweeps, "
+                                      "with each group compared with the best seed by seed.")
+    best.add_argument("names", nargs="+", metavar="NAME", help="a sweep's name; several: side by side")
+    best.add_argument("--json", action="store_true",
+                      help="machine-readable output (several NAMEs: a mapping name -> document)")
+    best.add_argument("--wide", action="store_true", help="every column of the table, however wide")
     best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     best.add_argument("--run-id", help="the sweep (parent) run to summarise (default: the newest of NAME)")
     best.add_argument("--metric", help="select on another logged metric (printed only, not written to MLflow)")
@@ -152,7 +156,7 @@ def _best(args: argparse.Namespace) -> int:
 
     uri = tracking.resolve_tracking(args.tracking_uri).uri  # the same default store as run/resume
     preflight.check_tracking_uri(uri, "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI")
-    return run_best(args.name, uri, args.json, args.run_id, metric=args.metric)
+    return run_best(args.names, uri, args.json, args.run_id, metric=args.metric, wide=args.wide)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

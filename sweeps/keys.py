@@ -20,6 +20,9 @@ TEST_ACC = "test_acc"
 # -- MLflow tags -------------------------------------------------------------------------------------
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+# On the experiment: what kind MLflow's UI should take it for (training runs, not GenAI traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 ROLE_TAG = "mixup_sweep.role"  # sweep | trial | trunk
 STORAGE_TAG = "mixup_sweep.storage"  # parent: the Ray experiment path (how `resume` finds the run)
 TRIAL_ID_TAG = "mixup_sweep.trial_id"  # child: Ray's trial id ("<id>-<k>" for member k of a pack)

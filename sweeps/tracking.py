@@ -38,7 +38,10 @@ from typing import Any, Optional
 
 from mixup_core import ConfigError, flatten
 
-from .keys import ERROR_TAG, PARENT_TAG, RAY_TRIAL_TAG, ROLE_TAG, SPEC_ARTIFACT, STORAGE_TAG, TRIAL_ID_TAG
+from .keys import (
+    ERROR_TAG, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_TAG, RAY_TRIAL_TAG, ROLE_TAG, RUN_NAME_TAG, SPEC_ARTIFACT,
+    STORAGE_TAG, TRIAL_ID_TAG,
+)
 
 # Numeric entries of summary.json logged as run-level metrics (no step).
 SUMMARY_METRICS = ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc", "epochs", "wall_s")
@@ -154,10 +157,20 @@ def get_experiment_id(client, name: str, artifact_location: Optional[str], creat
         )
     if exp is None and create:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by another driver
             exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else None
+    if exp is None:
+        return None
+    mark_as_training_runs(client, exp)  # an experiment made before the tag existed, or by someone else
+    return exp.experiment_id
+
+
+def mark_as_training_runs(client, experiment) -> None:
+    """Tag `experiment` (an MLflow Experiment) so that MLflow's UI opens it on its runs; idempotent."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def start_sweep_run(client, experiment_id: str, spec: dict[str, Any], spec_yaml: str, experiment_path: str) -> str:
@@ -165,7 +178,7 @@ def start_sweep_run(client, experiment_id: str, spec: dict[str, Any], spec_yaml:
     run = client.create_run(
         experiment_id,
         tags={ROLE_TAG: "sweep", STORAGE_TAG: experiment_path},
-        run_name=f"{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_name=spec["name"],  # named after the sweep; MLflow's UI shows when each run started
     )
     run_id = run.info.run_id
     params = {k: v for k, v in spec.items() if k not in ("trial", "grid", "optuna")}

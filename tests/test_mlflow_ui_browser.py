@@ -1,7 +1,17 @@
-"""The MLflow UI shows a sweep: after a small sweep against an MLflow server on 127.0.0.1, headless
-Chromium opens the experiment's runs page, expands the sweep's parent run and finds it and every
-trial run listed; a screenshot is saved (set MLFLOW_UI_SCREENSHOT=docs/mlflow_ui.png to refresh the
-README's picture).
+"""What a person sees of a sweep in MLflow's UI. After a real small quickstart-like sweep (real Ray,
+real torch, a real MLflow server on 127.0.0.1), headless Chromium checks the page as rendered:
+
+- the experiment opens on its runs, not on MLflow's GenAI overview: through the link `run` and `best`
+  print, and by clicking the experiment in the experiments list with the UI's "Model training" switch
+  on. (MLflow 3.17's UI takes the landing page from that switch, GenAI by default, not from the
+  experiment's `mlflow.experimentKind` tag, which the sweep sets all the same: the design asks for it
+  and other MLflow versions read it.)
+- the parent run, named after the sweep, and its trials, named by their labels (sweeps/labels.py);
+- one trial's metric chart drawn (a plotted line, not a spinner);
+- the parent run's selection plot shown as an image.
+
+Screenshots of the three pages are saved in the test's directory; set MLFLOW_UI_SCREENSHOTS=docs to
+refresh the README's pictures (docs/mlflow_ui*.png).
 
 Chromium is driven through chromedriver's W3C WebDriver HTTP API on 127.0.0.1 with the standard
 library (no selenium): the page is a React app, so the test waits for the rendered rows.
@@ -16,32 +26,32 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from fault_support import MlflowServer
+from sweep_support import run_cli
 
-pytestmark = pytest.mark.cluster
+from sweeps.labels import sweep_label_keys, trial_label
+from sweeps.spec import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# $CHROMIUM / $CHROMEDRIVER: other binaries (test_skips_with_the_reason... points one at nothing).
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1440,640",
+    "--disable-dev-shm-usage", "--window-size=1440,900", "--force-device-scale-factor=1",
 ]
+# The quickstart, shorter: 4 stop epochs x 3 seeds of 60 epochs (the real one: 5 x 3 of 200).
+SWEEP = ["quickstart", "--set", "train.epochs=60", "--set", "grid.mixup.stop_epoch=[0,20,40,null]",
+         "--set", "grid.seed=[0,1,2]"]
+GENAI_OVERVIEW_TEXT = ("Token Usage", "Cost Breakdown", "Tool calls")  # on MLflow's GenAI overview page
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
-
-
-def clean_environ() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def free_port() -> int:
@@ -75,12 +85,37 @@ class WebDriver:
     def get(self, url: str) -> None:
         self._session("POST", "/url", {"url": url})
 
+    def current_url(self) -> str:
+        return self._session("GET", "/url")
+
+    def run_script(self, script: str):
+        return self._session("POST", "/execute/sync", {"script": script, "args": []})
+
+    def type_into(self, element: str, text: str) -> None:
+        self._session("POST", f"/element/{element}/value", {"text": text})
+
+    def move_pointer_away(self) -> None:
+        """Park the pointer in the page's corner: charts show their hover toolbar under it."""
+        self._session("POST", "/actions", {"actions": [{"type": "pointer", "id": "mouse", "actions": [
+            {"type": "pointerMove", "x": 1, "y": 1, "origin": "viewport"}]}]})
+
     def page_source(self) -> str:
         return self._session("GET", "/source")
 
     def visible_text(self) -> str:
         """The rendered text of the page (what a user reads), one line per block element."""
-        return self._session("POST", "/execute/sync", {"script": "return document.body.innerText;", "args": []})
+        return self.run_script("return document.body.innerText;")
+
+    def wait_until(self, script: str, what: str, timeout_s: float = 60.0):
+        """Poll a JavaScript expression (`return ...;`) until it is truthy; returns its value."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = self.run_script(script)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not rendered within {timeout_s:.0f}s: {what}")
+            time.sleep(0.5)
 
     def find_all(self, xpath: str) -> list[str]:
         found = self._session("POST", "/elements", {"using": "xpath", "value": xpath})
@@ -110,30 +145,31 @@ class WebDriver:
 
 
 @pytest.fixture
-def mlflow_server():
-    """An MLflow server on 127.0.0.1 (SQLite, served artifacts), started and stopped by local-cluster."""
-    state_dir = Path(tempfile.mkdtemp(prefix="mxui-", dir="/tmp"))
-    script = [sys.executable, str(REPO / "cluster" / "local-cluster"), "--state-dir", str(state_dir)]
-    up = subprocess.run(script + ["up", "--no-ray"], env=clean_environ(), capture_output=True, text=True, timeout=180)
+def mlflow_server(tmp_path: Path):
+    server = MlflowServer(tmp_path / "mlflow").start()
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        uri = next(line.split("=", 1)[1] for line in (state_dir / "env").read_text().splitlines()
-                   if line.startswith("export MLFLOW_TRACKING_URI="))
-        yield uri, state_dir
+        yield server.uri
     finally:
-        down = subprocess.run(script + ["down"], env=clean_environ(), capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0, down.stdout + down.stderr
-        shutil.rmtree(state_dir, ignore_errors=True)
+        server.stop()
+
+
+def _missing_browser() -> str | None:
+    missing = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER))
+               if not Path(path).exists()]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver; "
+            ".ci/run installs both)")
 
 
 @pytest.fixture
 def browser(tmp_path: Path):
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium chromium-driver)")
-    assert CHROMEDRIVER.exists(), "chromium is installed but chromedriver is not: apt-get install chromium-driver"
+    reason = _missing_browser()
+    if reason:
+        pytest.skip(reason)
     port = free_port()
     log = open(tmp_path / "chromedriver.log", "wb")
-    driver = subprocess.Popen([str(CHROMEDRIVER), f"--port={port}", "--allowed-ips=127.0.0.1"],
+    driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -144,7 +180,7 @@ def browser(tmp_path: Path):
             except OSError:
                 assert time.monotonic() < deadline and driver.poll() is None, "chromedriver did not start"
                 time.sleep(0.2)
-        web = WebDriver(port, tmp_path / "chromium-profile")
+        web = WebDriver(port, tmp_path / "chromium-profile")  # a fresh profile: the UI's defaults
         try:
             yield web
         finally:
@@ -155,44 +191,126 @@ def browser(tmp_path: Path):
         log.close()
 
 
-def test_mlflow_ui_lists_the_sweep_and_its_trials(mlflow_server, browser: WebDriver, tmp_path: Path):
-    uri, state_dir = mlflow_server
-    sweep = subprocess.run(
-        [str(BIN / "mixup-sweep"), "run", "quickstart", "--tracking-uri", uri,
-         "--storage-path", str(tmp_path / "ray_results"), "--set", "name=ui_smoke",
-         "--set", "train.epochs=4", "--set", "grid.seed=[0]", "--set", "grid.mixup.stop_epoch=[0,2,null]"],
-        cwd=tmp_path, env=clean_environ(), capture_output=True, text=True, timeout=400,
-    )
+def _save(png: bytes, tmp_path: Path, name: str) -> None:
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    (tmp_path / name).write_bytes(png)
+    if os.environ.get("MLFLOW_UI_SCREENSHOTS"):
+        target = Path(os.environ["MLFLOW_UI_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        (target / name).write_bytes(png)
+
+
+def _close_assistant(browser: WebDriver) -> None:
+    """MLflow's assistant side panel opens by itself on a first visit; close it so the page has the room."""
+    for close in browser.find_all("//button[@aria-label='Close']")[:1]:
+        browser.click(close)
+        time.sleep(0.5)
+
+
+def _assert_runs_page(browser: WebDriver, n_runs: int) -> str:
+    try:
+        text = browser.wait_for_text([f"{n_runs} matching runs"])
+    except AssertionError as err:
+        raise AssertionError(f"{err} at {browser.current_url()}: {browser.visible_text()[:600]!r}") from None
+    assert "/runs" in browser.current_url(), browser.current_url()
+    assert not [t for t in GENAI_OVERVIEW_TEXT if t in text], "MLflow's GenAI overview, not the runs"
+    return text
+
+
+def test_skips_with_the_reason_when_chromedriver_is_missing(tmp_path: Path):
+    """Chromium without chromedriver (Debian ships them apart): the UI test is skipped and says why
+    (its browser fixture comes first, so that happens before a server or a sweep is started)."""
+    test = f"{Path(__file__)}::test_mlflow_ui_shows_the_sweep_as_a_person_reads_it"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+                          env={**os.environ, "CHROMEDRIVER": str(tmp_path / "no-chromedriver")},
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "chromedriver not installed (apt-get install chromium chromium-driver" in proc.stdout
+
+
+def test_mlflow_ui_shows_the_sweep_as_a_person_reads_it(browser: WebDriver, mlflow_server, tmp_path: Path):
+    uri = mlflow_server
+    sweep = run_cli(["run", *SWEEP, "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray_results")],
+                    cwd=tmp_path, timeout=500)
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("ui_smoke")
-    runs = client.search_runs([experiment.experiment_id])
+    experiment = client.get_experiment_by_name("quickstart")
+    eid = experiment.experiment_id
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    runs = client.search_runs([eid], max_results=1000)
     parent = next(r for r in runs if r.data.tags.get("mixup_sweep.role") == "sweep")
-    trials = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(trials) == 3
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    # The labels the finished product shows, computed from the spec as the trials compute them.
+    spec = load_sweep(SWEEP[0], SWEEP[2::2])
+    keys = sweep_label_keys(spec)
+    expected = sorted(trial_label(point, keys) for point in spec.grid_points())
+    assert expected[:3] == ["E=0 s0", "E=0 s1", "E=0 s2"] and "E=never s2" in expected
+    assert parent.info.run_name == "quickstart"
+    assert sorted(r.info.run_name for r in children if r.data.tags.get("mixup_sweep.role") == "trial") == expected
 
-    browser.get(f"{uri}/#/experiments/{experiment.experiment_id}/runs")
-    first = browser.wait_for_text([parent.info.run_name, f"{len(runs)} matching runs"])
-    if not all(name in first.splitlines() for name in trials):
+    # 1. The link `run` printed opens the runs, on a browser that never touched the UI's switch.
+    link = f"{uri}/#/experiments/{eid}?workflowType=machine_learning"
+    assert f"MLflow UI: {link}" in sweep.stdout
+    browser.get(link)
+    _assert_runs_page(browser, len(runs))
+
+    # 2. A person's way: the experiments list, the "Model training" switch, a click on the experiment.
+    browser.get(f"{uri}/#/experiments")
+    browser.wait_for_text(["quickstart", "Model training"])
+    _close_assistant(browser)
+    browser.click(browser.find_all("//*[normalize-space(text())='Model training']")[0])
+    browser.wait_until("return (localStorage.getItem('mlflow.workflowType_v1') || '').includes('machine_learning');",
+                       "the UI's switch set to Model training")
+    time.sleep(1)  # the list re-renders its links for the new mode
+    browser.click(browser.find_all("//a[@data-testid='experiment-list-item-link' and normalize-space(.)='quickstart']")[0])
+    first = _assert_runs_page(browser, len(runs))
+
+    # 3. The parent run and, once expanded, every trial by its label.
+    assert "quickstart" in first.splitlines()
+    if not all(name in first.splitlines() for name in expected):
         # Child runs are nested under their parent, collapsed (MLflow 3): expand the parent row.
         expanders = browser.find_all(
             f"//div[@role='gridcell'][.//a[contains(@href, '{parent.info.run_id}')]]//button")
         assert expanders, "no expand button on the sweep's parent row"
         browser.click(expanders[0])
-    expanded = browser.wait_for_text(trials)
-    assert parent.info.run_name in expanded.splitlines()
+    expanded = browser.wait_for_text(expected)
+    assert all(name in expanded.splitlines() for name in expected)
     source = browser.page_source()
     for run in runs:  # every run's name links to its own page
-        assert f"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}" in source
+        assert f"#/experiments/{eid}/runs/{run.info.run_id}" in source
+    _close_assistant(browser)
+    browser.move_pointer_away()
+    _save(browser.screenshot(), tmp_path, "mlflow_ui.png")
 
-    # For the picture: close MLflow's assistant side panel, if it is open, to give the table the room.
-    for close in browser.find_all("//button[@aria-label='Close']")[:1]:
-        browser.click(close)
-    png = browser.screenshot()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
-    (tmp_path / "mlflow_ui.png").write_bytes(png)
-    if os.environ.get("MLFLOW_UI_SCREENSHOT"):
-        Path(os.environ["MLFLOW_UI_SCREENSHOT"]).write_bytes(png)
+    # 4. One trial's chart of the paper's measure, drawn: a plotted line with points, not a spinner.
+    trial = next(r for r in children if r.info.run_name == "E=40 s0")
+    browser.get(f"{uri}/#/experiments/{eid}/runs/{trial.info.run_id}/model-metrics?workflowType=machine_learning")
+    browser.wait_for_text(["E=40 s0", "Model metrics"])
+    search = browser.find_all("//input[@placeholder='Search metric charts']")
+    assert search, "no metric chart search box on the run's Model metrics page"
+    browser.type_into(search[0], "test_acc_rare")
+    drawn = browser.wait_until(
+        "const cards = Array.from(document.querySelectorAll('[data-testid=experiment-view-compare-runs-card]'))"
+        "  .filter(c => c.innerText.split('\\n')[0].trim() === 'test_acc_rare');"
+        "return cards.length === 1 && cards[0].querySelectorAll('.scatterlayer .trace path.js-line').length > 0"
+        "  && cards[0].querySelector('path.js-line').getAttribute('d').length > 100;",
+        "the test_acc_rare line chart of a trial")
+    assert drawn
+    _close_assistant(browser)
+    browser.move_pointer_away()
+    time.sleep(1)
+    _save(browser.screenshot(), tmp_path, "mlflow_ui_trial.png")
+
+    # 5. The parent run's selection plot, shown as an image in its artifacts.
+    plot = "selection/learning_curves.png"
+    browser.get(f"{uri}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/{plot}?workflowType=machine_learning")
+    width = browser.wait_until(
+        "const img = Array.from(document.images).find(i => i.src.startsWith('blob:') && i.complete);"
+        "return img ? img.naturalWidth : 0;", f"the image of {plot}")
+    assert width >= 1000  # the PNG as written (plots.py), decoded by the browser
+    assert plot in browser.visible_text()
+    _close_assistant(browser)
+    _save(browser.screenshot(), tmp_path, "mlflow_ui_selection.png")

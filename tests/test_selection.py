@@ -165,7 +165,7 @@ def _run_json(capsys, **kw):
 
 
 def test_best_json_matches_independent_selection(store, capsys):
-    doc = _run_json(capsys, name="es", tracking_uri=store["uri"])
+    doc = _run_json(capsys, names="es", tracking_uri=store["uri"])
     table, best = _expected(store["uri"], "es", store["parent"])
 
     assert doc["best_stop_epoch"] == _stop(best[1]) == 4
@@ -201,9 +201,9 @@ def test_best_json_matches_independent_selection(store, capsys):
 def test_best_writes_parent_run_idempotently(store, capsys):
     client = MlflowClient(store["uri"])
     parent = store["parent"]
-    doc = _run_json(capsys, name="es", tracking_uri=store["uri"])
+    doc = _run_json(capsys, names="es", tracking_uri=store["uri"])
     history = len(client.get_metric_history(parent, "best_stop_epoch"))
-    doc = _run_json(capsys, name="es", tracking_uri=store["uri"])
+    doc = _run_json(capsys, names="es", tracking_uri=store["uri"])
     assert doc["written_to_parent"] is True
     run = client.get_run(parent)
     assert run.data.metrics["best_stop_epoch"] == 4.0
@@ -213,54 +213,85 @@ def test_best_writes_parent_run_idempotently(store, capsys):
     assert len(client.get_metric_history(parent, "best_stop_epoch")) == history == 1
     assert len(client.get_metric_history(parent, "selected_val_acc_mean")) == 1
     files = [f.path for f in client.list_artifacts(parent, "selection")]
-    assert sorted(files) == ["selection/learning_curves.png", "selection/metric_vs_stop_epoch.png",
-                             "selection/selection.json", "selection/selection.md"]
+    # alpha and the stop epoch are both swept: the heatmap too
+    assert sorted(files) == ["selection/heatmap.png", "selection/learning_curves.png",
+                             "selection/metric_vs_stop_epoch.png", "selection/selection.json",
+                             "selection/selection.md"]
     local = Path(client.download_artifacts(parent, "selection", str(store["root"] / "dl")))
-    for png in ("learning_curves.png", "metric_vs_stop_epoch.png"):
+    for png in ("heatmap.png", "learning_curves.png", "metric_vs_stop_epoch.png"):
         data = (local / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     stored = json.loads((local / "selection.json").read_text())
     assert stored["best_stop_epoch"] == 4 and stored["table"] == doc["table"]
     assert "Best stop_epoch: 4" in (local / "selection.md").read_text()
-    # Children untouched by the write.
+    # Children get no selection metrics, only their label as run name (the store's children were
+    # named by trial id, as a sweep made before labels existed); the experiment opens on its runs.
     assert "best_stop_epoch" not in client.get_run(store["failed"]).data.metrics
+    eid = client.get_experiment_by_name("es").experiment_id
+    names = {r.info.run_id: r.info.run_name for r in client.search_runs([eid], max_results=1000)}
+    assert names[store["failed"]] == "E=2 a=1.0 s2" and names[store["running"]] == "E=4 a=1.0 s3"
+    assert sorted(set(names.values()) - {"sweep"}) == sorted(
+        f"E={'never' if stop is None else stop} a={alpha} s{seed}"
+        for alpha, stop in FINAL_VAL for seed in (0, 1, 2, 3) if seed < 3 or (alpha, stop) == (1.0, 4))
+    assert client.get_experiment(eid).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_text_report(store, capsys):
     assert run_best("es", store["uri"], as_json=False) == 0
     out = capsys.readouterr().out
+    assert all(len(line) <= 120 for line in out.splitlines()), max(out.splitlines(), key=len)
     assert "Best stop_epoch: 4" in out
-    assert "Excluded (not in the table): 1 x FAILED: diverged at epoch 3; 1 x unfinished (RUNNING)" in out
-    assert "Selected on validation (val_acc)" in out
-    assert "test accuracy of this group (final epoch)" in out
-    table = [l for l in out.splitlines() if "±" in l and " .. " in l and "mean" not in l]
-    assert len(table) == 8 and table[0].startswith("   0.5") and "never" in table[3]
-    assert [l.startswith("*") for l in table] == [False] * 6 + [True, False] and table[6].startswith("*  1.0")
-    assert len({l.index("±") for l in table}) == 1  # aligned columns
+    assert "Excluded (not in the table): 2 trial(s)" in out
+    assert "  - E=2 a=1.0 s2 (trial a1.0_s2_seed2): FAILED: diverged at epoch 3" in out
+    assert "  - E=4 a=1.0 s3 (trial a1.0_s4_seed3): unfinished (RUNNING)" in out
+    assert "Chosen on val_acc (validation); the test metrics in the table are shown for every group" in out
+    table = [line for line in out.splitlines() if " ± " in line and line[:3].strip() in ("", "*")
+             and "E=" in line]
+    assert len(table) == 8 and table[0].split()[:2] == ["E=0", "a=0.5"] and table[3].split()[0] == "E=never"
+    assert [line.startswith("*") for line in table] == [False] * 6 + [True, False]
+    assert table[6].split()[1:3] == ["E=4", "a=1.0"] and "(best)" in table[6]
+    assert len({line.index("±") for line in table}) == 1  # aligned columns
+    # Every other group is worse seed by seed here (the store's seed noise is the same in every group).
+    assert all("]  worse  " in line for i, line in enumerate(table) if i != 6), table
+    assert "The data separate the best from every other group" in out
+    assert "  a=0.5: E=4 (val_acc 0.7907 ± 0.0110); separated from every other stop epoch." in out
+
+    assert run_best("es", store["uri"], as_json=False, wide=True) == 0
+    wide = capsys.readouterr().out
+    header = next(line for line in wide.splitlines() if line.lstrip().startswith("group"))
+    for column in ("min .. max", "test_acc_common", "test_acc_rare", "test_acc_at_best"):
+        assert column in header or column == "test_acc_at_best"  # the store logs no test_acc_at_best
+    assert "More columns: --wide" not in wide
 
 
 def test_null_best_most_recent_parent_and_run_id(store, capsys):
     client = MlflowClient(store["uri"])
-    doc = _run_json(capsys, name="null_best", tracking_uri=store["uri"])
+    doc = _run_json(capsys, names="null_best", tracking_uri=store["uri"])
     _, best = _expected(store["uri"], "null_best", store["null_new"])
     assert best[1] == "None" and doc["best_stop_epoch"] is None and doc["parent_run_id"] == store["null_new"]
-    assert doc["within_noise"] is True  # gap 0.005 < std ~0.022
+    # The gap (0.005) is far below either group's std over seeds (~0.022), but on every seed E=0 is
+    # exactly 0.005 below: paired by seed, the data separate them.
+    paired = doc["table"][0]["paired_vs_best"]
+    assert doc["table"][0]["label"] == "E=0" and paired["n_seeds"] == 3 and paired["separated"] is True
+    assert paired["mean_difference"] == pytest.approx(-0.005) and paired["ci95_high"] < 0
+    assert doc["table"][0]["metric_std"] > 0.02 and doc["within_noise"] is False
     run = client.get_run(store["null_new"])
     assert run.data.metrics["best_stop_epoch"] == -1.0
     assert run.data.tags["mixup_sweep.best_stop_epoch"] == "null"
-    assert run.data.tags["mixup_sweep.selection_within_noise"] == "true"
+    assert run.data.tags["mixup_sweep.selection_within_noise"] == "false"
 
     assert run_best("null_best", store["uri"], as_json=False) == 0
-    assert "WITHIN SEED NOISE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Best: E=never (Mixup for the whole run)" in out and "The data separate the best from every other" in out
 
-    doc_old = _run_json(capsys, name="null_best", tracking_uri=store["uri"], run_id=store["null_old"])
+    doc_old = _run_json(capsys, names="null_best", tracking_uri=store["uri"], run_id=store["null_old"])
     assert doc_old["best_stop_epoch"] == 3 and doc_old["parent_run_id"] == store["null_old"]
     assert client.get_run(store["null_old"]).data.metrics["best_stop_epoch"] == 3.0
     assert client.get_run(store["null_new"]).data.metrics["best_stop_epoch"] == -1.0
 
 
 def test_metric_override_infers_min_for_losses(store, capsys):
-    doc = _run_json(capsys, name="es", tracking_uri=store["uri"], metric="val_loss")
+    doc = _run_json(capsys, names="es", tracking_uri=store["uri"], metric="val_loss")
     _, best = _expected(store["uri"], "es", store["parent"], metric="val_loss", mode="min")
     assert doc["mode"] == "min" and doc["metric"] == "val_loss"
     assert best == ("0.5", "2") and doc["best_config"] == {"mixup.alpha": 0.5, "mixup.stop_epoch": 2}
@@ -301,7 +332,7 @@ def test_errors_are_one_line_exit_2_and_create_nothing(store, tmp_path, monkeypa
 def test_default_store_follows_mlflow_tracking_uri(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no mlflow.db here: the environment's store is the one `run` used
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
-    assert _run_json(capsys, name="es", tracking_uri=None)["best_stop_epoch"] == 4
+    assert _run_json(capsys, names="es", tracking_uri=None)["best_stop_epoch"] == 4
     assert list(tmp_path.iterdir()) == []
 
 
@@ -339,15 +370,18 @@ def _rec(tid, seed, stop, value, status="FINISHED", n_alpha="1.0"):
                        metrics={"val_acc": value, "test_acc": value - 0.1} if value is not None else {})
 
 
-def test_ties_prefer_more_seeds_and_are_flagged():
+def test_exact_ties_are_broken_by_the_rule_never_by_input_order():
     recs = [_rec("a0", 0, 5, 0.8), _rec("a1", 1, 5, 0.8),
             _rec("b0", 0, 10, 0.8), _rec("b1", 1, 10, 0.8), _rec("b2", 2, 10, 0.8),
-            _rec("c0", 0, "None", 0.7), _rec("c1", 1, "None", 0.7)]
-    sel = select(group_trials(recs), "val_acc", "max")
-    assert sel.best_stop_epoch == 10  # same mean, more seeds
-    assert [r.stop_epoch for r in sel.overall.tied] == [5]
-    assert sel.overall.within_noise is True
-    assert [r.stop_epoch for r in sel.rows] == [5, 10, None]  # 'never' sorts last
+            _rec("c0", 0, "None", 0.8), _rec("c1", 1, "None", 0.8), _rec("c2", 2, "None", 0.8),
+            _rec("d0", 0, 20, 0.8), _rec("d1", 1, 20, 0.8), _rec("d2", 2, 20, 0.8)]
+    for order in (recs, recs[::-1], recs[3:] + recs[:3]):
+        sel = select(group_trials(order), "val_acc", "max")
+        # More seeds first (10, 20, never have 3; 5 has 2), then the earliest stop epoch: 10.
+        assert sel.best_stop_epoch == 10
+        assert [r.stop_epoch for r in sel.overall.tied] == [20, None]  # same mean and as many seeds
+        assert sel.overall.within_noise is True
+        assert [r.stop_epoch for r in sel.rows] == [5, 10, 20, None]  # 'never' sorts last
     assert sel.varying_keys == ("mixup.stop_epoch",)  # alpha constant, seed left out
     assert sel.fixed_params == {"mixup.alpha": 1.0}
 
@@ -373,3 +407,96 @@ def test_single_seeds_cannot_judge_noise_and_missing_metric_is_excluded():
     with pytest.raises(SelectionError) as err:
         select(group_trials([_rec("x", 0, 0, 0.5, status="FAILED")]), "val_acc", "max")
     assert err.value.exit_code == 1
+
+
+# ---- paired comparison by seed ----
+
+def _groups(values_by_stop: dict, n_alpha="1.0"):
+    return [_rec(f"{stop}_{seed}", seed, stop, v, n_alpha=n_alpha)
+            for stop, values in values_by_stop.items() for seed, v in enumerate(values)]
+
+
+def test_paired_differences_separate_what_unpaired_spreads_cannot():
+    # The seed moves both groups a lot (shared data and initialisation); E=5 is below E=10 on every
+    # seed by about 0.01. Unpaired, the gap (0.0105) is well inside either group's std (~0.03).
+    seed_effect = [-0.03, 0.0, 0.03, 0.015]
+    recs = _groups({10: [0.80 + e for e in seed_effect],
+                    5: [0.80 + e - d for e, d in zip(seed_effect, (0.010, 0.012, 0.009, 0.011))]})
+    sel = select(group_trials(recs), "val_acc", "max")
+    best, other = sel.best, sel.rows[0]
+    assert best.stop_epoch == 10 and other.stop_epoch == 5
+    gap = best.metric.mean - other.metric.mean
+    assert gap < min(best.metric.std, other.metric.std)  # the old one-std rule: "within noise"
+    paired = sel.overall.comparisons[0].paired
+    diffs = [o - b for o, b in zip(other.metric_values, best.metric_values)]
+    assert paired.seeds == (0, 1, 2, 3) and paired.differences == pytest.approx(diffs)
+    assert paired.mean == pytest.approx(statistics.fmean(diffs))
+    half = 3.182446 * statistics.stdev(diffs) / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert (paired.low, paired.high) == (pytest.approx(paired.mean - half), pytest.approx(paired.mean + half))
+    assert paired.high < 0 and paired.separated is True
+    assert sel.overall.not_separated == () and sel.overall.within_noise is False
+
+
+def test_paired_differences_that_change_sign_do_not_separate():
+    seed_effect = [-0.03, 0.0, 0.03, 0.015]
+    recs = _groups({10: [0.80 + e for e in seed_effect],
+                    5: [0.80 + e + d for e, d in zip(seed_effect, (-0.02, 0.012, -0.015, 0.01))]})
+    sel = select(group_trials(recs), "val_acc", "max")
+    assert sel.best_stop_epoch == 10
+    paired = sel.overall.comparisons[0].paired
+    assert paired.low < 0 < paired.high and paired.separated is False
+    assert [r.stop_epoch for r in sel.overall.not_separated] == [5] and sel.overall.within_noise is True
+
+
+def test_paired_interval_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from sweeps.best.paired import paired_difference, t975
+
+    for df in (1, 2, 3, 7, 30, 31, 45, 200):
+        assert t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-6 if df <= 30 else 2e-4)
+    best = {0: 0.91, 1: 0.88, 2: 0.93, 3: 0.90, 4: 0.86}
+    other = {0: 0.90, 1: 0.885, 2: 0.91, 4: 0.85, 9: 0.99}  # seed 3 missing, seed 9 not in best
+    p = paired_difference(best, other)
+    diffs = [other[s] - best[s] for s in (0, 1, 2, 4)]
+    lo, hi = scipy_stats.t.interval(0.95, len(diffs) - 1, loc=statistics.fmean(diffs),
+                                    scale=scipy_stats.sem(diffs))
+    assert p.seeds == (0, 1, 2, 4) and (p.low, p.high) == (pytest.approx(lo, abs=1e-7), pytest.approx(hi, abs=1e-7))
+
+
+def test_groups_sharing_fewer_than_two_seeds_get_no_verdict():
+    recs = _groups({10: [0.8, 0.82, 0.81]}) + [_rec("x", 7, 5, 0.5)]  # E=5: one seed, not one of the best's
+    sel = select(group_trials(recs), "val_acc", "max")
+    assert sel.best_stop_epoch == 10
+    assert sel.overall.comparisons[0].paired.n == 0 and sel.overall.comparisons[0].separated is None
+    assert [r.stop_epoch for r in sel.overall.not_paired] == [5] and sel.overall.within_noise is None
+
+
+def test_best_json_carries_the_paired_figures(store, capsys):
+    doc = _run_json(capsys, names="es", tracking_uri=store["uri"])
+    rows = {r["label"]: r for r in doc["table"]}
+    assert rows["E=4 a=1.0"]["paired_vs_best"] is None  # the best itself
+    paired = rows["E=2 a=1.0"]["paired_vs_best"]  # seed 2 of this group diverged: two seeds paired
+    assert paired["seeds"] == [0, 1] and paired["n_seeds"] == 2
+    assert paired["mean_difference"] == pytest.approx(0.775 - 0.815, abs=1e-9)
+    assert paired["separated"] is True and paired["ci95_low"] <= paired["mean_difference"] <= paired["ci95_high"]
+    assert doc["not_separated_from_best"] == [] and doc["not_paired_with_best"] == []
+    assert doc["best_label"] == "E=4 a=1.0" and "earliest stop epoch" in doc["tie_rule"]
+    per = {c["combination"]["mixup.alpha"]: c for c in doc["best_per_combination"]}
+    assert set(per[0.5]["paired"]) == {"E=0 a=0.5", "E=2 a=0.5", "E=never a=0.5"}
+
+
+def test_best_of_several_sweeps_side_by_side(store, capsys):
+    docs = _run_json(capsys, names=["es", "null_best"], tracking_uri=store["uri"])
+    assert set(docs) == {"es", "null_best"}
+    assert docs["es"]["best_stop_epoch"] == 4 and docs["null_best"]["best_stop_epoch"] is None
+
+    assert run_best(["es", "null_best"], store["uri"], as_json=False) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 120 for line in out.splitlines())
+    side = out.split("\n\n")[1].splitlines()
+    assert side[0].split()[:4] == ["group", "es:", "n", "mean"] and "null_best: n" in side[0]
+    rows = {line.split("  ")[0].strip(): line for line in side[1:]}
+    # null_best keeps alpha at 1.0: its groups land in the a=1.0 rows of es.
+    assert "best" in rows["E=4 a=1.0"] and rows["E=never a=1.0"].rstrip().endswith("best")
+    assert rows["E=0 a=0.5"].rstrip().endswith("-")  # not in null_best
+    assert out.count("Sweep 'es'") == 1 and out.count("Sweep 'null_best'") == 1

@@ -10,7 +10,10 @@ Written onto the sweep's parent run (idempotent: running `best` again replaces, 
   `mixup_sweep.selection_mode`, `mixup_sweep.selection_within_noise`. Tags rather than params because
   MLflow params are immutable and the selection changes as trials are added.
 - artifacts under `selection/`: `selection.json` (the `--json` document), `selection.md` (the text
-  report), `metric_vs_stop_epoch.png`, `learning_curves.png` (fixed names, so they are overwritten).
+  report), `learning_curves.png`, `metric_vs_stop_epoch.png` and, when two keys are swept,
+  `heatmap.png` (figures.py; fixed names, so they are overwritten).
+Also, so that MLflow's UI reads right for sweeps made before these existed: every trial run is named by
+its label (labels.py), and the experiment gets the tag that opens it on its runs.
 A selection on another metric than the sweep's (`--metric`) is printed, never written: an exploratory
 look must not replace the sweep's recorded choice.
 """
@@ -26,21 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import keys
+from ..keys import ERROR_TAG, PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, TEST_ACC, TRIAL_ID_TAG
+from ..labels import ordered_keys, trial_label, varying_keys
 from ..metrics import metric_mode
-from ..keys import ERROR_TAG, PARENT_TAG, ROLE_TAG, STOP_EPOCH_KEY, TEST_ACC, TRIAL_ID_TAG
-from . import plots
+from . import figures
+from .report import format_report, format_side_by_side, selection_to_dict, wrap
 from .selection import (
-    DEFAULT_METRIC, DEFAULT_MODE,
-    GroupResult, Selection, SelectionError, TrialRecord, config_label, group_trials, rank, select,
+    DEFAULT_METRIC, DEFAULT_MODE, Selection, SelectionError, TrialRecord, group_trials, parse_param, select,
 )
-from .report import format_report, selection_to_dict
 
 NEVER_STOP_METRIC_VALUE = -1.0  # best_stop_epoch metric for "Mixup throughout" (stop_epoch null)
 ARTIFACT_DIR = "selection"
 JSON_ARTIFACT = "selection.json"
 TEXT_ARTIFACT = "selection.md"
-STOP_EPOCH_PLOT = "metric_vs_stop_epoch.png"
-CURVES_PLOT = "learning_curves.png"
 
 
 def resolve_store(tracking_uri: str | None) -> str:
@@ -118,11 +119,53 @@ def _record(run) -> TrialRecord:
     )
 
 
-def read_trials(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    children = _search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
-    trials = [r for r in children if r.data.tags.get(ROLE_TAG) == "trial"]
+def read_children(client, experiment_id: str, parent_run_id: str) -> list:
+    return _search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+
+
+def trial_records(children: list) -> list[TrialRecord]:
+    trials = [r for r in children if r.data.tags.get(ROLE_TAG) == keys.ROLE_TRIAL]
     # A child without the role tag is only counted when no child has it (older or foreign layouts).
-    return [_record(r) for r in (trials or children)]
+    return [_record(r) for r in (trials or [r for r in children if r.data.tags.get(ROLE_TAG) != keys.ROLE_TRUNK])]
+
+
+def sweep_label_keys(parent) -> list[str] | None:
+    """The keys the sweep's trial labels show, from its parent run's params (tracking.start_sweep_run
+    logs the grid as grid.<key> or grid.<i>.<key> = JSON list, the Optuna space as optuna.space.<key>):
+    the same keys labels.sweep_label_keys takes from the spec. None for a parent without them."""
+    values: dict[str, list] = {}
+    space: list[str] = []
+    for name, text in parent.data.params.items():
+        if name.startswith("optuna.space."):
+            space.append(name[len("optuna.space."):])
+        elif name.startswith("grid."):
+            rest = name[len("grid."):]
+            head, _, tail = rest.partition(".")
+            key = tail if head.isdigit() and tail else rest  # grid.<i>.<key>: one of several grids
+            parsed = parse_param(text)
+            values.setdefault(key, []).extend(parsed if isinstance(parsed, list) else [parsed])
+    if not values and not space:
+        return None
+    return ordered_keys(varying_keys(values) + space)
+
+
+def label_child_runs(client, children: list, label_keys: list[str]) -> int:
+    """Name every trial run (and prefix-sharing trunk) of the sweep by its label, as the trials of a
+    current sweep name themselves: older sweeps' runs read the same in MLflow's UI. Idempotent; returns
+    how many runs were renamed."""
+    renamed = 0
+    for run in children:
+        role = run.data.tags.get(ROLE_TAG)
+        if role not in (keys.ROLE_TRIAL, keys.ROLE_TRUNK) or not run.data.params:
+            continue
+        point = {k: parse_param(v) for k, v in run.data.params.items()}
+        name = trial_label(point, label_keys)
+        if role == keys.ROLE_TRUNK:
+            name = f"trunk: {name}"  # as branching.shared_run_name names it
+        if run.info.run_name != name:
+            client.set_tag(run.info.run_id, RUN_NAME_TAG, name)
+            renamed += 1
+    return renamed
 
 
 def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str, bool]:
@@ -144,50 +187,6 @@ def _history(client, run_id: str, metric: str) -> dict[int, float]:
     return {step: v for step, (_, v) in sorted(latest.items())}
 
 
-def _matching(sel: Selection, like: GroupResult, stop_epoch: int | None) -> GroupResult | None:
-    """The group with `stop_epoch` and otherwise the same config as `like`; else the best such group."""
-    target = dict(like.config) | {STOP_EPOCH_KEY: stop_epoch}
-    for r in sel.rows:
-        if dict(r.config) == target:
-            return r
-    candidates = [r for r in sel.rows if STOP_EPOCH_KEY in r.config and r.stop_epoch == stop_epoch]
-    return rank(candidates, sel.mode)[0] if candidates else None
-
-
-def learning_curve_groups(sel: Selection) -> list[tuple[str, GroupResult]]:
-    """Best group, full-Mixup group (stop_epoch null) and standard group (stop_epoch 0), without repeats."""
-    chosen: list[tuple[str, GroupResult]] = [("best", sel.best)]
-    for role, stop in (("Mixup throughout", None), ("standard (no Mixup)", 0)):
-        g = _matching(sel, sel.best, stop)
-        if g is None:
-            continue
-        for i, (existing_role, existing) in enumerate(chosen):
-            if existing is g:
-                chosen[i] = (f"{existing_role} = {role}", existing)
-                break
-        else:
-            chosen.append((role, g))
-    return chosen
-
-
-def write_plots(client, sel: Selection, directory: Path) -> list[Path]:
-    combo_keys = [k for k in sel.varying_keys if k != STOP_EPOCH_KEY]
-    series: dict[str, list[plots.StopEpochPoint]] = {}
-    for r in sel.rows:
-        label = config_label({k: r.config.get(k) for k in combo_keys}) if combo_keys else ""
-        series.setdefault(label, []).append(plots.StopEpochPoint(r.stop_epoch, r.metric.mean, r.metric.std, r.metric.n))
-    stop_plot = directory / STOP_EPOCH_PLOT
-    plots.plot_metric_vs_stop_epoch(series, sel.metric, stop_plot)
-
-    curves = []
-    for role, g in learning_curve_groups(sel):
-        histories = [h for rid in g.run_ids if (h := _history(client, rid, sel.metric))]
-        curves.append(plots.LearningCurve(f"{role}: {g.label}", histories, g.stop_epoch))
-    curves_plot = directory / CURVES_PLOT
-    plots.plot_learning_curves(curves, sel.metric, curves_plot, title=f"{sel.metric} per epoch")
-    return [stop_plot, curves_plot]
-
-
 def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[str, Any], report: str) -> list[str]:
     """Store the selection on the parent run; returns the artifact paths. Idempotent (see module doc)."""
     from mlflow.entities import Metric, RunTag
@@ -196,7 +195,7 @@ def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[s
         d = Path(tmp)
         (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
         (d / TEXT_ARTIFACT).write_text("```\n" + report + "\n```\n")
-        write_plots(client, sel, d)
+        figures.write_plots(sel, lambda run_id, metric: _history(client, run_id, metric), d)
         client.log_artifacts(parent_run_id, str(d), artifact_path=ARTIFACT_DIR)
         names = sorted(p.name for p in d.iterdir())
 
@@ -206,7 +205,7 @@ def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[s
               f"selected_{sel.metric}_mean": best.metric.mean}
     if best.metric.std is not None:
         wanted[f"selected_{sel.metric}_std"] = best.metric.std
-    test = best.tests.get(TEST_ACC)
+    test = best.reported.get(TEST_ACC)
     if test is not None:
         wanted["selected_test_acc_mean"] = test.mean
         if test.std is not None:
@@ -226,73 +225,119 @@ def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[s
     return [f"{ARTIFACT_DIR}/{n}" for n in names]
 
 
+def experiment_ui_url(tracking_uri: str, experiment_id: str) -> str:
+    """Where MLflow's UI shows the sweep's runs. `workflowType=machine_learning` because MLflow 3.17's UI
+    picks an experiment's landing page from the browser's GenAI / Model training switch (GenAI unless
+    changed), not from the experiment's mlflow.experimentKind tag: without it the link opens the GenAI
+    overview. A SQLite store has no UI of its own: the address of `mlflow ui`'s default port."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def ui_hint(tracking_uri: str, experiment_id: str) -> str:
+    url = experiment_ui_url(tracking_uri, experiment_id)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"MLflow UI: {url}"
+    return f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}, then open {url}"
+
+
 @dataclass
 class _Outcome:
     client: Any
+    tracking_uri: str
+    experiment: Any
     parent_run_id: str
+    children: list
     sel: Selection
     document: dict[str, Any]
     report: str
     sweep_metric: bool  # False when --metric overrides the sweep's metric: shown, not stored
 
 
-def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None, metric: str | None) -> _Outcome:
+def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None, metric: str | None,
+                        wide: bool = False) -> _Outcome:
     uri = resolve_store(tracking_uri)
     client = _client(uri)
     eid, parent, n_parents = find_parent_run(client, name, run_id, uri)
     parent_id = parent.info.run_id
-    records = read_trials(client, eid, parent_id)
+    children = read_children(client, eid, parent_id)
+    records = trial_records(children)
     if not records:
         raise SelectionError(f"sweep '{name}' (parent run {parent_id}) has no trial runs yet", exit_code=1)
     chosen_metric, mode, own = sweep_metric_and_mode(parent, metric)
-    sel = select(group_trials(records), chosen_metric, mode)
-    report = format_report(sel, name, parent_id, uri)
+    sel = select(group_trials(records), chosen_metric, mode, label_keys=sweep_label_keys(parent))
+    report = format_report(sel, name, parent_id, uri, wide=wide)
     if n_parents > 1:
-        report = (f"Note: experiment '{name}' holds {n_parents} sweep runs; using the most recent "
-                  f"({parent_id}); pick another with --run-id.\n") + report
-    document = selection_to_dict(sel, sweep=name, parent_run_id=parent_id, tracking_uri=uri)
-    return _Outcome(client, parent_id, sel, document, report, own)
+        note = (f"Note: experiment '{name}' holds {n_parents} sweep runs; using the most recent "
+                f"({parent_id}); pick another with --run-id.")
+        report = "\n".join(wrap(note)) + "\n" + report
+    document = selection_to_dict(sel, sweep=name, experiment_id=eid, parent_run_id=parent_id, tracking_uri=uri)
+    return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own)
 
 
 def _write(o: _Outcome) -> tuple[list[str], str | None]:
-    """Store the selection on the parent run, unless it was made on another metric than the sweep's
-    (an exploratory `--metric` must not replace the sweep's recorded choice)."""
+    """Store the selection on the parent run, name the trial runs by their labels and tag the experiment
+    so that MLflow's UI opens it on its runs; unless the selection was made on another metric than the
+    sweep's (an exploratory `--metric` writes nothing)."""
     from mlflow.exceptions import MlflowException
+
+    from ..tracking import mark_as_training_runs
 
     if not o.sweep_metric:
         return [], None
     try:
+        mark_as_training_runs(o.client, o.experiment)
+        label_child_runs(o.client, o.children, list(o.sel.label_keys))
         return write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report), None
     except (MlflowException, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return [], f"could not write the selection onto parent run {o.parent_run_id}: {first_line}"
 
 
-def run_best(name: str, tracking_uri: str | None, as_json: bool, run_id: str | None = None,
-             metric: str | None = None) -> int:
-    """`mixup-sweep best`. Exit codes: 0 ok; 2 no store / unknown sweep or run / metric not logged;
-    1 nothing to select yet (no finished trial) or the result could not be written to MLflow."""
-    try:
-        o = _select_from_mlflow(name, tracking_uri, run_id, metric)
-    except SelectionError as err:
-        print(f"mixup-sweep best: {err}", file=sys.stderr)
-        return err.exit_code
-    artifacts, write_error = _write(o)
-    o.document["written_to_parent"] = bool(artifacts)
-    o.document["artifacts"] = artifacts
+def run_best(names: str | list[str], tracking_uri: str | None, as_json: bool, run_id: str | None = None,
+             metric: str | None = None, wide: bool = False) -> int:
+    """`mixup-sweep best NAME [NAME ...]`. Exit codes: 0 ok; 2 no store / unknown sweep or run / metric
+    not logged; 1 nothing to select yet (no finished trial) or the result could not be written to
+    MLflow. Several names: each is selected and written as alone; printed side by side first, and
+    `--json` gives a mapping name -> document (one name: the document itself)."""
+    names = [names] if isinstance(names, str) else list(names)
+    if run_id and len(names) > 1:
+        print("mixup-sweep best: --run-id picks the parent run of one sweep; give one NAME with it", file=sys.stderr)
+        return 2
+    outcomes: list[_Outcome] = []
+    for name in names:
+        try:
+            outcomes.append(_select_from_mlflow(name, tracking_uri, run_id, metric, wide))
+        except SelectionError as err:
+            print(f"mixup-sweep best: {err}", file=sys.stderr)
+            return err.exit_code
+    errors = []
+    for o in outcomes:
+        artifacts, write_error = _write(o)
+        o.document["written_to_parent"] = bool(artifacts)
+        o.document["artifacts"] = artifacts
+        if write_error:
+            errors.append(write_error)
     if as_json:
-        print(json.dumps(o.document, indent=2))
+        docs = {name: o.document for name, o in zip(names, outcomes)}
+        print(json.dumps(docs[names[0]] if len(names) == 1 else docs, indent=2))
     else:
-        print(o.report)
-        if artifacts:
-            print(f"Written to parent run {o.parent_run_id}: metric best_stop_epoch, tag mixup_sweep.best_config, "
-                  f"artifacts {', '.join(artifacts)}")
-        elif not o.sweep_metric:
-            print(f"Not written to the parent run: --metric {o.sel.metric} is not the sweep's selection metric.")
-    if write_error:
-        print(f"mixup-sweep best: {write_error}", file=sys.stderr)
-        return 1
-    return 0
+        if len(outcomes) > 1:
+            print(format_side_by_side({name: o.sel for name, o in zip(names, outcomes)}, wide=wide))
+            print()
+        for i, o in enumerate(outcomes):
+            if i:
+                print("\n" + "-" * 40 + "\n")
+            print(o.report)
+            if o.document["artifacts"]:
+                print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: metric best_stop_epoch, tag "
+                                     f"mixup_sweep.best_config, artifacts {', '.join(o.document['artifacts'])}")))
+            elif not o.sweep_metric:
+                print(f"Not written to the parent run: --metric {o.sel.metric} is not the sweep's selection metric.")
+            print("\n".join(wrap(ui_hint(o.tracking_uri, o.experiment.experiment_id))))
+    for error in errors:
+        print(f"mixup-sweep best: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_id: str) -> None:
@@ -306,7 +351,8 @@ def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_
     artifacts, write_error = _write(o)
     print(o.report)
     if artifacts:
-        print(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)} "
-              f"(rerun any time: mixup-sweep best {name})")
+        print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)}.")))
+        print(f"Rerun any time: mixup-sweep best {name}")
+    print("\n".join(wrap(ui_hint(o.tracking_uri, o.experiment.experiment_id))))
     if write_error:
         print(f"mixup-sweep: {write_error}", file=sys.stderr)

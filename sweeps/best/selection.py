@@ -13,9 +13,15 @@ Rules (see ../shared/paper-notes.md, Practice):
 - FAILED, unfinished (RUNNING, SCHEDULED, KILLED) trials and finished ones lacking the metric are left
   out and listed with their reason. A trial retried as several runs (same `mixup_sweep.trial_id`)
   counts once: its FINISHED run, else its most recent one.
-- Best = highest mean (lowest for mode min); ties broken by more seeds, then smaller std, then the
-  earlier configuration in table order (e.g. the earlier stop epoch). The result is flagged as within
-  seed noise when the gap to the runner-up is at most the larger of their two stds.
+- Best = highest mean (lowest for mode min). An exact tie on the mean is broken by a rule on the
+  configuration, never by the order runs come from MLflow: more seeds first (better supported), then
+  the earliest stop epoch (fewest Mixup epochs; null = never counts as the latest), then the other
+  keys' values in natural order (numbers ascending, strings alphabetically, null last).
+- Every other group is compared with the best seed by seed (paired.py): the mean of the per-seed
+  differences and its 95% paired t interval, on the seeds both groups have. A group whose interval
+  includes 0 is one the data cannot separate from the best; with fewer than 2 shared seeds there is no
+  interval and no verdict. Done overall and within each combination of the other varying keys
+  (alpha, label policy, ...), where the groups differ only in the stop epoch.
 
 The selection as a document and a report: report.py. Read from and written to MLflow
 (`mixup-sweep best`): command.py.
@@ -34,6 +40,8 @@ DEFAULT_METRIC = "val_acc"
 DEFAULT_MODE = "max"
 
 from ..keys import SEED_KEY, STOP_EPOCH_KEY, TEST_ACC
+from ..labels import group_label, ordered_keys
+from .paired import PairedDifference, paired_difference
 
 
 _FINISHED = "FINISHED"
@@ -119,22 +127,66 @@ class GroupResult:
     metric_values: tuple[float, ...]  # in seed order
     seeds: tuple[Any, ...]
     run_ids: tuple[str, ...]
-    tests: Mapping[str, Spread]  # "test_acc", "test_acc_rare", ... (those the trials logged)
+    # Shown, never used to choose: "test_acc", "test_acc_rare", "feat_rare", ... (those the trials logged)
+    reported: Mapping[str, Spread]
 
     @property
     def stop_epoch(self) -> int | None:
         return self.config.get(STOP_EPOCH_KEY)
 
+    @property
+    def values_by_seed(self) -> dict[Any, float]:
+        """seed -> metric value; empty when seeds do not name the trials (no seed param, repeats)."""
+        if None in self.seeds or len(set(self.seeds)) != len(self.seeds):
+            return {}
+        return dict(zip(self.seeds, self.metric_values))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Another group against the best of its set, seed by seed (paired.py says why)."""
+
+    group: GroupResult
+    paired: PairedDifference  # group - best on their shared seeds
+
+    @property
+    def separated(self) -> bool | None:
+        return self.paired.separated
+
 
 @dataclass(frozen=True)
 class Verdict:
-    """How the best of a set of groups compares with the runner-up."""
+    """The best of a set of groups, and every other group of the set compared with it."""
 
     best: GroupResult
-    runner_up: GroupResult | None
-    tied: tuple[GroupResult, ...]  # other groups with exactly the best mean
-    within_noise: bool | None  # None: cannot tell (single seeds, or no runner-up)
-    within_one_std: tuple[GroupResult, ...]  # every other group whose gap <= max of the two stds
+    comparisons: tuple[Comparison, ...]  # the other groups, best first (rank order)
+    tied: tuple[GroupResult, ...]  # other groups with exactly the best mean (and as many seeds)
+
+    @property
+    def runner_up(self) -> GroupResult | None:
+        return self.comparisons[0].group if self.comparisons else None
+
+    @property
+    def not_separated(self) -> tuple[GroupResult, ...]:
+        """The groups the data cannot tell from the best: their paired interval includes 0."""
+        return tuple(c.group for c in self.comparisons if c.separated is False)
+
+    @property
+    def not_paired(self) -> tuple[GroupResult, ...]:
+        """The groups sharing fewer than 2 seeds with the best: no interval, no verdict."""
+        return tuple(c.group for c in self.comparisons if c.separated is None)
+
+    @property
+    def within_noise(self) -> bool | None:
+        """Whether the runner-up is within noise of the best: True when tied or when the paired
+        interval includes 0, False when it excludes 0, None when it cannot be told (< 2 shared
+        seeds) or there is no runner-up."""
+        if not self.comparisons:
+            return None
+        if self.tied:
+            return True
+        separated = self.comparisons[0].separated
+        return None if separated is None else not separated
 
 
 @dataclass(frozen=True)
@@ -149,6 +201,7 @@ class Selection:
     excluded: tuple[Exclusion, ...]
     superseded_run_ids: tuple[str, ...]
     n_trials: int
+    label_keys: tuple[str, ...] = ()  # the keys the trial labels show (labels.py), seed included
 
     @property
     def best(self) -> GroupResult:
@@ -183,17 +236,7 @@ def parse_param(value: str | None) -> Any:
     return value
 
 
-def format_value(value: Any, key: str = "") -> str:
-    if value is None:
-        return "never" if key == STOP_EPOCH_KEY else "null"
-    return str(value)
-
-
-def config_label(config: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={format_value(v, k)}" for k, v in config.items()) or "(single configuration)"
-
-
-def _natural(value: Any) -> tuple:
+def natural_order(value: Any) -> tuple:
     # Numbers in numeric order, then strings, then null last (null stop_epoch = "never" sits at the end).
     if value is None:
         return (2, 0.0, "")
@@ -253,9 +296,9 @@ def group_trials(records: Iterable[TrialRecord], ignore_keys: Iterable[str] = (S
     groups = []
     for key, members in buckets.items():
         config = {k: parse_param(v) for k, v in zip(group_keys, key)}
-        members.sort(key=lambda t: (_natural(parse_param(t.params.get(SEED_KEY))), t.trial_id))
+        members.sort(key=lambda t: (natural_order(parse_param(t.params.get(SEED_KEY))), t.trial_id))
         groups.append(TrialGroup(config, key, tuple(members)))
-    groups.sort(key=lambda g: tuple(_natural(v) for v in g.config.values()))
+    groups.sort(key=lambda g: tuple(natural_order(v) for v in g.config.values()))
     excluded.sort(key=lambda e: e.trial_id)
     return Grouping(tuple(group_keys), fixed, tuple(groups), tuple(excluded), tuple(superseded), len(trials))
 
@@ -264,7 +307,8 @@ def _usable(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
 
 
-def _summarise(group: TrialGroup, metric: str, test_metrics: Sequence[str], excluded: list[Exclusion]) -> GroupResult | None:
+def _summarise(group: TrialGroup, metric: str, reported: Sequence[str], label_keys: Sequence[str],
+               excluded: list[Exclusion]) -> GroupResult | None:
     used = []
     for t in group.trials:
         value = t.metrics.get(metric)
@@ -276,74 +320,79 @@ def _summarise(group: TrialGroup, metric: str, test_metrics: Sequence[str], excl
             excluded.append(Exclusion(t.trial_id, t.run_id, t.status, reason, config))
     if not used:
         return None
-    tests = {}
-    for name in test_metrics:
+    shown = {}
+    for name in reported:
         vals = [t.metrics[name] for t in used if _usable(t.metrics.get(name))]
         if vals:
-            tests[name] = Spread.of(vals)
+            shown[name] = Spread.of(vals)
     return GroupResult(
         config=dict(group.config),
-        label=config_label(group.config),
+        label=group_label(group.config, label_keys),
         metric=Spread.of([t.metrics[metric] for t in used]),
         metric_values=tuple(float(t.metrics[metric]) for t in used),
         seeds=tuple(parse_param(t.params.get(SEED_KEY)) for t in used),
         run_ids=tuple(t.run_id for t in used),
-        tests=tests,
+        reported=shown,
     )
+
+
+def _tie_break(r: GroupResult) -> tuple:
+    """Among equal means: the earliest stop epoch (null last), then the other keys in natural order."""
+    others = tuple(natural_order(r.config[k]) for k in sorted(r.config) if k != STOP_EPOCH_KEY)
+    return (natural_order(r.config.get(STOP_EPOCH_KEY)), others)
 
 
 def rank(results: Sequence[GroupResult], mode: str) -> list[GroupResult]:
-    """Best first. Ties on the mean: more seeds, then smaller std, then table order."""
+    """Best first: by mean; exact ties by more seeds, then `_tie_break` (module doc)."""
     sign = -1.0 if mode == "max" else 1.0
-    order = {id(r): i for i, r in enumerate(results)}
-    return sorted(
-        results,
-        key=lambda r: (sign * r.metric.mean, -r.metric.n,
-                       r.metric.std if r.metric.std is not None else math.inf, order[id(r)]),
-    )
-
-
-def _noise(a: GroupResult, b: GroupResult) -> float | None:
-    stds = [s for s in (a.metric.std, b.metric.std) if s is not None]
-    return max(stds) if stds else None
+    return sorted(results, key=lambda r: (sign * r.metric.mean, -r.metric.n, _tie_break(r)))
 
 
 def verdict(results: Sequence[GroupResult], mode: str) -> Verdict:
     ranked = rank(results, mode)
     best = ranked[0]
-    runner_up = ranked[1] if len(ranked) > 1 else None
-    tied = tuple(r for r in ranked[1:] if abs(r.metric.mean - best.metric.mean) <= _TIE_TOLERANCE)
-    close = []
-    for r in ranked[1:]:
-        noise = _noise(best, r)
-        if noise is not None and abs(best.metric.mean - r.metric.mean) <= noise:
-            close.append(r)
-    within: bool | None = None
-    if runner_up is not None:
-        noise = _noise(best, runner_up)
-        if tied:
-            within = True
-        elif noise is not None:
-            within = abs(best.metric.mean - runner_up.metric.mean) <= noise
-    return Verdict(best, runner_up, tied, within, tuple(close))
+    comparisons = tuple(Comparison(r, paired_difference(best.values_by_seed, r.values_by_seed)) for r in ranked[1:])
+    tied = tuple(r for r in ranked[1:]
+                 if abs(r.metric.mean - best.metric.mean) <= _TIE_TOLERANCE and r.metric.n == best.metric.n)
+    return Verdict(best, comparisons, tied)
 
 
-def default_test_metrics(records: Iterable[TrialRecord]) -> list[str]:
-    """test_acc first, then every test_acc_<group> (e.g. common, rare) any trial logged."""
-    names = {k for r in records for k in r.metrics if k.startswith(TEST_ACC + "_")}
-    return [TEST_ACC] + sorted(names)
+def default_reported_metrics(records: Iterable[TrialRecord]) -> list[str]:
+    """test_acc first, then every test_acc_<group> (e.g. common, rare), then the feature-noise data
+    model's feature measures feat_common and feat_rare, those any trial logged."""
+    names = {k for r in records for k in r.metrics}
+    tests = sorted(k for k in names if k.startswith(TEST_ACC + "_"))
+    features = [k for k in ("feat_common", "feat_rare") if k in names]
+    return [TEST_ACC] + tests + features
+
+
+def _label_keys(grouping: Grouping, sweep_keys: Sequence[str] | None) -> list[str]:
+    """The sweep's label keys (what its run names show), plus any group key whose value differs between
+    the groups although the sweep does not list it, so that no two groups get the same label. Without
+    the sweep's keys: the keys that vary in the data, seed included when it varies."""
+    keys = list(sweep_keys) if sweep_keys is not None else []
+    for k in grouping.varying_keys:
+        if k not in keys and len({repr(g.config.get(k)) for g in grouping.groups}) > 1:
+            keys.append(k)
+    seeds = {t.params.get(SEED_KEY) for g in grouping.groups for t in g.trials}
+    if sweep_keys is None and len(seeds) > 1:
+        keys.append(SEED_KEY)
+    return ordered_keys(keys)
 
 
 def select(grouping: Grouping, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-           test_metrics: Sequence[str] | None = None) -> Selection:
-    """Summarise each group over seeds and pick the best overall and per alpha/label-policy combination."""
+           reported_metrics: Sequence[str] | None = None, label_keys: Sequence[str] | None = None) -> Selection:
+    """Summarise each group over seeds, pick the best overall and per combination of the other varying
+    keys, and compare every group with the best, paired by seed. `label_keys`: the keys the sweep's
+    trial labels show (labels.sweep_label_keys); default: the keys that vary in the data."""
     if mode not in ("max", "min"):
         raise SelectionError(f"mode must be 'max' or 'min', got {mode!r}")
     finished = [t for g in grouping.groups for t in g.trials]
-    if test_metrics is None:
-        test_metrics = default_test_metrics(finished)
+    if reported_metrics is None:
+        reported_metrics = default_reported_metrics(finished)
     excluded = list(grouping.excluded)
-    rows = [r for g in grouping.groups if (r := _summarise(g, metric, test_metrics, excluded)) is not None]
+    keys = _label_keys(grouping, label_keys)
+    rows = [r for g in grouping.groups if (r := _summarise(g, metric, reported_metrics, keys, excluded)) is not None]
     if not rows:
         if finished:
             available = sorted({k for t in finished for k in t.metrics})
@@ -369,6 +418,5 @@ def select(grouping: Grouping, metric: str = DEFAULT_METRIC, mode: str = DEFAULT
         metric=metric, mode=mode, varying_keys=grouping.varying_keys, fixed_params=dict(grouping.fixed_params),
         rows=tuple(rows), overall=verdict(rows, mode), per_combination=per_combination,
         excluded=tuple(excluded), superseded_run_ids=grouping.superseded_run_ids, n_trials=grouping.n_trials,
+        label_keys=tuple(keys),
     )
-
-
