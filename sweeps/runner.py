@@ -26,6 +26,7 @@ from mixup_core import ConfigError
 
 from . import keys, lease, search, stop_signals, tracking
 from .atomic_storage import storage_filesystem
+from .labels import sweep_label_keys
 from .monitor.progress import SweepProgress, record_driver
 from .plan.packs import packs_trials
 from .plan.ray_trials import ray_trial_count, total_epochs
@@ -195,6 +196,7 @@ def trial_context(sweep: Sweep, tracking_uri: str, experiment_id: str, parent_ru
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         varying_keys=tuple(sweep.varying_keys),
+        label_keys=tuple(sweep_label_keys(sweep)),
     )
 
 
@@ -339,6 +341,10 @@ def _resume_sweep(name: str, address: Optional[str], target, storage: str, path:
     parent_run_id = parent.info.run_id
     sweep = validate_sweep(yaml.safe_load(tracking.read_sweep_spec(client, parent_run_id)), f"{name} (spec.yaml of run {parent_run_id})")
     restored = restored_trials(path)  # a damaged state fails here, before anything changes
+    if _nothing_to_resume(parent, restored, sweep):
+        print(f"sweep {name!r} is finished: every trial ran to its end, nothing to resume (Ray not started)",
+              file=sys.stderr)
+        return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
     client.update_run(parent_run_id, status="RUNNING")
     record_driver(client, parent_run_id, sweep.n_trials, total_epochs(sweep))
     print(f"MLflow: resuming experiment {name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
@@ -375,6 +381,12 @@ def _while_ray_starts(address: Optional[str], open_sweep_run):
                 client.set_terminated(parent_run_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
         return opening.result()
+
+
+def _nothing_to_resume(parent, restored, sweep: Sweep) -> bool:
+    """A finished sweep whose every planned Ray trial ended normally (an errored one would be retried)."""
+    return (parent.info.status == "FINISHED" and restored is not None and len(restored) >= ray_trial_count(sweep)
+            and all(t.status == "TERMINATED" for t in restored))
 
 
 def _fit(client, parent_run_id: str, address: Optional[str], make_tuner) -> None:

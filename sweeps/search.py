@@ -12,6 +12,7 @@ Either searcher runs under a concurrency limit (`max_concurrent`) inside a searc
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ray import tune
@@ -19,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from .grid_searcher import GridSearcher
 from .keys import GRID_POINT, PLANNED_EPOCHS, SLOT_KEY
+from .labels import ray_trial_name_of, sweep_label_keys
 from .plan.packs import packs_trials
 from .plan.ray_trials import concurrent_ray_trials, planned_ray_trials, ray_trial_count
 from .ray_compat import asha
@@ -121,4 +123,6 @@ def tune_config(sweep: Sweep, branch_root: str) -> tune.TuneConfig:
         # Reused worker processes keep torch/MLflow imported: on small trials that start-up dominates.
         reuse_actors=True,
         trial_dirname_creator=trial_dirname,
+        # Ray's "Trial name" column shows each trial's label, the name of its MLflow run (labels.py).
+        trial_name_creator=functools.partial(ray_trial_name_of, keys=tuple(sweep_label_keys(sweep))),
     )

@@ -331,8 +331,8 @@ def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
     flags = ["--tracking-uri", cluster.tracking_uri]
     # 2 seeds x (stop 0, never) x 40 epochs: long enough to be seen running and stopped mid-way.
     submitted = sweep_cli(cluster, "submit", "quickstart", "--address", cluster.env["RAY_DASHBOARD_ADDRESS"],
-                          *flags, "--storage-path", storage, "--set", f"name={name}", *SMALL_SWEEP,
-                          "--set", "train.epochs=40", cwd=tmp_path)
+                          *flags, "--storage-path", storage, "--set", f"name={name}",
+                          *[("train.epochs=40" if a == "train.epochs=3" else a) for a in SMALL_SWEEP], cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "Ray job mixup-sweep-cluster_submit-" in submitted.stdout
     assert f"mixup-sweep status {name}" in submitted.stdout

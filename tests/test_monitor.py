@@ -51,6 +51,15 @@ def test_status_and_list_follow_a_sweep_from_start_to_end(tmp_path: Path):
     text = run_cli(["status", "watched"], cwd=tmp_path, timeout=60).stdout
     assert "watched" in text and "4 finished" in text and "100%" in text
 
+    # `resume` of a finished sweep: nothing to do, said at once, without starting Ray.
+    import time
+
+    started = time.monotonic()
+    again = run_cli(["resume", "watched"], cwd=tmp_path, timeout=120)
+    assert again.returncode == 0 and "nothing to resume" in again.stderr, again.stderr[-2000:]
+    assert "Started a local Ray instance" not in again.stderr
+    assert time.monotonic() - started < 60
+
     listed = run_cli(["list", "--json"], cwd=tmp_path, timeout=60)
     rows = json.loads(listed.stdout)
     assert [r["name"] for r in rows] == ["watched"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from mixup_core import TrialConfig, set_dotted, validate_trial_config
 
+from ..labels import trial_label
 from ..metrics import Mode, worst_value
 
 
@@ -43,14 +44,16 @@ class TrialContext:
     tracking_uri: str  # absolute
     experiment_id: str
     parent_run_id: str
-    varying_keys: tuple[str, ...] = ()  # what the sweep varies, in spec order (trial labels)
+    varying_keys: tuple[str, ...] = ()  # what the sweep varies, in spec order
+    label_keys: tuple[str, ...] = ()  # the keys trial labels show (labels.sweep_label_keys)
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         return trial_config_at(self.base_trial, params)
 
     def run_name(self, params: dict[str, Any]) -> str:
-        """The MLflow run name of the trial with these values of the varying keys."""
-        return ", ".join(f"{k}={v}" for k, v in params.items()) or "trial"
+        """The MLflow run name of the trial with these values of the varying keys: its label, the same
+        in Ray's table, `best`, `status` and the plots (labels.py)."""
+        return trial_label(params, self.label_keys)
 
     @property
     def worst_value(self) -> float:
