@@ -33,6 +33,7 @@ from .plan.ray_trials import ray_trial_count, total_epochs
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
+from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
 from .ray_compat.runtime_env import keep_credentials_out_of_runtime_env
 from .spec import Sweep, metric_available, validate_sweep
 from .trial.context import TrialContext
@@ -115,6 +116,7 @@ def sweep_exists(path: str) -> bool:
 def start_ray(address: Optional[str]) -> None:
     import ray
 
+    quiet_driver_output()
     if ray.is_initialized():
         return
     address = cluster_address(address)
@@ -177,7 +179,7 @@ def _progress_reporter(sweep: Sweep):
     columns = [c for c in PROGRESS_COLUMNS if c == "epoch" or metric_available(c, cfg) is None]
     if sweep.spec.metric not in columns:
         columns.append(sweep.spec.metric)
-    return tune.CLIReporter(
+    return ProgressTable(
         metric_columns=columns,
         parameter_columns=search.parameter_columns(sweep),
         max_report_frequency=10,

@@ -329,20 +329,21 @@ def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
     name = "cluster_submit"
     storage = str(cluster.state_dir / "ray_results")
     flags = ["--tracking-uri", cluster.tracking_uri]
-    # 2 seeds x (stop 0, never) x 40 epochs: long enough to be seen running and stopped mid-way.
+    # 2 seeds x (stop 0, never) x 150 epochs of 1000 examples: long enough to be seen running and stopped.
     submitted = sweep_cli(cluster, "submit", "quickstart", "--address", cluster.env["RAY_DASHBOARD_ADDRESS"],
                           *flags, "--storage-path", storage, "--set", f"name={name}",
-                          *[("train.epochs=40" if a == "train.epochs=3" else a) for a in SMALL_SWEEP], cwd=tmp_path)
+                          *[{"train.epochs=3": "train.epochs=150", "data.n_train=200": "data.n_train=1000"}.get(a, a)
+                            for a in SMALL_SWEEP], cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "Ray job mixup-sweep-cluster_submit-" in submitted.stdout
     assert f"mixup-sweep status {name}" in submitted.stdout
 
     running = wait_for(lambda: (lambda s: s if s.get("state") == "running" and s["trials_running"] > 0
-                                and 0 < s["progress"] < 1 else None)(
+                                and 0 < s["progress"] < 0.5 else None)(
         _status_or_empty(cluster, name, tmp_path)), "the sweep to run with progress", 240)
     assert running["job"]["id"].startswith("mixup-sweep-cluster_submit-")
     assert running["job"]["status"] == "RUNNING"
-    assert running["trials_total"] == 4 and running["epochs_total"] == 160
+    assert running["trials_total"] == 4 and running["epochs_total"] == 600
 
     stopped = sweep_cli(cluster, "stop", name, *flags, cwd=tmp_path)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -361,7 +362,7 @@ def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
     assert len(children) == 4
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert sorted(steps) == list(range(1, 41)), (child.info.run_name, sorted(steps))
+        assert sorted(steps) == list(range(1, 151)), (child.info.run_name, sorted(steps))
 
     listed = sweep_cli(cluster, "list", "--json", *flags, cwd=tmp_path)
     rows = {r["name"]: r for r in json.loads(listed.stdout)}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from .. import keys
-from ..best.command import find_parent_run, read_trials, sweep_metric_and_mode
+from ..best.command import find_parent_run, read_children, sweep_label_keys, sweep_metric_and_mode, trial_records
 from ..best.selection import SelectionError, group_trials, select
 
 STALE_S = 120.0  # a RUNNING sweep whose driver has not beaten for this long has lost its driver
@@ -84,7 +84,7 @@ def sweep_status(client, uri: str, name: str, ask_cluster: bool = True) -> Sweep
     beat = m.get(keys.HEARTBEAT)
     heartbeat_age = now - beat if beat else None
     state, note = _state(parent, heartbeat_age)
-    records = read_trials(client, experiment_id, parent.info.run_id)
+    records = trial_records(read_children(client, experiment_id, parent.info.run_id))
     latest: dict[str, Any] = {}
     for r in records:  # a trial retried as several runs counts once: its newest run
         if r.trial_id not in latest or r.start_time >= latest[r.trial_id].start_time:
@@ -110,7 +110,7 @@ def sweep_status(client, uri: str, name: str, ask_cluster: bool = True) -> Sweep
         st.eta_s = round(st.elapsed_s * (1 - st.progress) / st.progress, 1)
     metric, mode, _ = sweep_metric_and_mode(parent, None)
     try:
-        sel = select(group_trials(list(latest.values())), metric, mode)
+        sel = select(group_trials(list(latest.values())), metric, mode, label_keys=sweep_label_keys(parent))
         st.best = {"label": sel.best.label, "config": sel.best_config, "metric": metric,
                    "mean": sel.best.metric.mean, "n": sel.best.metric.n,
                    "provisional": state != "finished"}

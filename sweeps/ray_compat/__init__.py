@@ -12,6 +12,7 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   resources.py             the CPUs an embedded Ray offers
   runtime_env.py           credentials kept out of trial actors' runtime_env
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
+  quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
 """
 
 from __future__ import annotations
@@ -151,6 +152,23 @@ def _probe_loopback_node() -> None:
     _require(callable(main), "ray.scripts.scripts.main (the `ray` CLI)")
 
 
+def _probe_quiet_output() -> None:
+    import importlib
+
+    from ray.tune import CLIReporter
+
+    from .quiet_output import CHECKPOINT_LOGGERS, RESULT_LOGDIR, RESUME_HINT, RESUME_HINT_LOGGER
+
+    _require(RESUME_HINT in inspect.getsource(importlib.import_module(RESUME_HINT_LOGGER)),
+             f"{RESUME_HINT_LOGGER} logs {RESUME_HINT!r}")
+    for name in CHECKPOINT_LOGGERS:
+        _require("Checkpoint successfully created" in inspect.getsource(importlib.import_module(name)),
+                 f"{name} logs each checkpoint")
+    _require(RESULT_LOGDIR in inspect.getsource(importlib.import_module("ray.tune.progress_reporter")),
+             "the progress table prints 'Result logdir:'")
+    _require(callable(getattr(CLIReporter, "_progress_str", None)), "CLIReporter._progress_str")
+
+
 INTERNALS: tuple[Internal, ...] = (
     Internal("ray.train._internal.storage.get_fs_and_path", "experiment_state", _probe_get_fs_and_path),
     Internal("ray.tune.execution.experiment_state._find_newest_experiment_checkpoint", "experiment_state",
@@ -167,4 +185,6 @@ INTERNALS: tuple[Internal, ...] = (
              _probe_mixins),
     Internal("ray._private.ray_constants.ENABLE_RAY_CLUSTER / services.resolve_ip_for_localhost", "loopback_node",
              _probe_loopback_node),
+    Internal("ray.tune.tune / ray.train storage loggers, CLIReporter._progress_str", "quiet_output",
+             _probe_quiet_output),
 )

@@ -24,6 +24,7 @@ from mixup_core import flatten
 
 from ..keys import BRANCH_EPOCH_TAG, BRANCHED_FROM_TAG, GRID_POINT, PACK_KEY, PLANNED_EPOCHS, ROLE_TAG, ROLE_TRUNK
 from ..keys import SHARE_GROUP_TAG, SHARE_KEY
+from ..ray_compat.quiet_output import quiet_trial_output
 from ..ray_compat.surviving_checkpoint import restores_from_surviving_checkpoint
 from ..tracking import TrialRun, error_line, find_trial_run
 from .context import TrialContext
@@ -81,6 +82,7 @@ def _quiet_sigterm_in_finalizers() -> None:
 @restores_from_surviving_checkpoint
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     _quiet_sigterm_in_finalizers()
+    quiet_trial_output()
     # torch is imported in the trial process only (the driver imports this module too).
     from mixup_core import latest_checkpoint, read_history, run_trial
 
