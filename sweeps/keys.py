@@ -10,6 +10,7 @@ GRID_POINT = "grid_point"  # grid sweeps: {"grid_point": {dotted key: value}, ..
 SLOT_KEY = "plan_slot"  # the trial's index in the plan (stable for a spec): what `resume` reconciles
 SHARE_KEY = "share"  # prefix sharing: {"role": trunk|branch, "group", ...} (plan/sharing.py)
 PACK_KEY = "pack"  # a packed trial: its members' grid points, in member order (plan/packs.py)
+PACK_MEMBER_DIR = "member_{}"  # a pack's Ray checkpoint: one directory per member's checkpoint
 PLANNED_EPOCHS = "planned_epochs"  # added to every result for Ray's scheduler, never to MLflow
 
 # -- trial configuration keys the service itself reads ---------------------------------------------

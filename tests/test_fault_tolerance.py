@@ -160,12 +160,14 @@ def comparable(best_json: str) -> dict:
     return strip(json.loads(best_json))
 
 
-def test_resume_when_ray_deleted_the_checkpoint_its_saved_state_names(tmp_path):
+@pytest.mark.parametrize("fault", ["deleted", "damaged"])
+def test_resume_when_the_checkpoint_its_saved_state_names_is_deleted_or_damaged(tmp_path, fault):
     """Ray deletes a trial's older checkpoints as soon as newer ones arrive but saves its experiment state
     only every few seconds: a driver killed in between leaves a state that names a deleted checkpoint,
     and Ray refuses to restore that trial on every retry. Inject exactly that (kill the driver, delete
-    the checkpoint the saved state names): `resume` restores from the newest surviving checkpoint and
-    the trial ends with the uninterrupted run's numbers, every epoch logged once."""
+    the checkpoint the saved state names), or damage it (bytes flipped inside its tensors, same size:
+    its checksums fail): `resume` restores from the newest checkpoint that loads and the trial ends
+    with the uninterrupted run's numbers, every epoch logged once."""
     epochs = 30
     spec = tiny_spec("stale", trial=trial_with(1000, epochs), grid={"mixup.stop_epoch": [5]},
                      max_concurrent=1, share_prefix=False)
@@ -183,12 +185,19 @@ def test_resume_when_ray_deleted_the_checkpoint_its_saved_state_names(tmp_path):
     saved_state = "".join(p.read_text(errors="replace") for p in experiment.glob("experiment_state-*.json"))
     named = set(re.findall(r"checkpoint_\d+", saved_state))
     assert named, saved_state[-2000:]
-    for name in named:  # what Ray's num_to_keep deletion does just before an unlucky crash
-        shutil.rmtree(trial_dir / name, ignore_errors=True)
+    for name in named:
+        if fault == "deleted":  # what Ray's num_to_keep deletion does just before an unlucky crash
+            shutil.rmtree(trial_dir / name, ignore_errors=True)
+        else:  # a disk or a copy that flipped bytes
+            state = trial_dir / name / "state.pt"
+            data = bytearray(state.read_bytes())
+            middle = len(data) // 2
+            data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+            state.write_bytes(bytes(data))
 
     res = run_cli(["resume", "stale"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "is gone" in res.stderr, res.stderr[-3000:]
+    assert ("is gone" if fault == "deleted" else "is damaged") in res.stderr, res.stderr[-3000:]
     c = client(tmp_path)
     _, (run,) = assert_sweep_intact(c, "stale", 1, epochs)
     assert run.info.status == "FINISHED"

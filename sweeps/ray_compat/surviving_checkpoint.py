@@ -1,4 +1,4 @@
-"""A trial whose Ray checkpoint is gone restores from the newest checkpoint that survives.
+"""A trial whose Ray checkpoint is gone, or damaged, restores from the newest checkpoint that survives.
 
 Ray keeps `num_to_keep` checkpoints per trial and deletes an older one as soon as a newer one is
 registered, but it saves the experiment state (what `resume` restores) only every few seconds. A
@@ -24,6 +24,8 @@ from typing import Optional
 import pyarrow.fs as pafs
 from ray import tune
 
+from ..keys import PACK_MEMBER_DIR
+
 logger = logging.getLogger(__name__)
 
 _RAY_CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
@@ -46,11 +48,15 @@ def _last_epoch(fs: pafs.FileSystem, directory: str) -> int:
 
 
 def _loads(checkpoint: tune.Checkpoint) -> bool:
+    """Whether the checkpoint loads and its checksums hold: a trial's, or every member's of a pack's."""
     from mixup_core import CheckpointError, load_checkpoint  # torch: only where a checkpoint is read
 
     try:
         with checkpoint.as_directory() as directory:
-            load_checkpoint(Path(directory))
+            root = Path(directory)
+            members = sorted(p for p in root.glob(PACK_MEMBER_DIR.format("*")) if p.is_dir())
+            for part in members or [root]:
+                load_checkpoint(part)
         return True
     except (CheckpointError, OSError):
         return False
@@ -75,14 +81,18 @@ class RestoreFromSurvivingCheckpoint:
 
     def restore(self, checkpoint_result):
         checkpoint = getattr(checkpoint_result, "checkpoint", None)
-        if checkpoint is not None and not _exists(checkpoint.filesystem, checkpoint.path):
-            replacement = surviving_checkpoint(checkpoint)
-            if replacement is None:
-                logger.warning("checkpoint %s is gone and no other survives: the trial starts over", checkpoint.path)
-                return None
-            logger.warning("checkpoint %s is gone (deleted after Ray last saved its state): restoring from %s",
-                           checkpoint.path, replacement.path)
-            checkpoint_result.checkpoint = replacement
+        if checkpoint is not None:
+            # Gone (deleted after Ray last saved its state), or damaged (its checksums fail: Ray would
+            # retry the same checkpoint until the trial fails): the newest one that loads instead.
+            problem = ("is gone" if not _exists(checkpoint.filesystem, checkpoint.path)
+                       else None if _loads(checkpoint) else "is damaged (checksum mismatch or truncated)")
+            if problem is not None:
+                replacement = surviving_checkpoint(checkpoint)
+                if replacement is None:
+                    logger.warning("checkpoint %s %s and no other loads: the trial starts over", checkpoint.path, problem)
+                    return None
+                logger.warning("checkpoint %s %s: restoring from %s", checkpoint.path, problem, replacement.path)
+                checkpoint_result.checkpoint = replacement
         return super().restore(checkpoint_result)
 
 

@@ -24,13 +24,13 @@ from ray import tune
 
 from mixup_core import flatten
 
-from ..keys import PACK_KEY, PACK_MEMBER_TAG, PLANNED_EPOCHS
+from ..keys import PACK_KEY, PACK_MEMBER_DIR, PACK_MEMBER_TAG, PLANNED_EPOCHS
 from ..tracking import TrialRun, error_line
 from .context import TrialContext
 from .placement import placement_tags
 from .reporters import ReportPolicy
 
-MEMBER_DIR = "member_{}"
+MEMBER_DIR = PACK_MEMBER_DIR
 
 
 def _link_tree(src: Path, dst: Path) -> None:
