@@ -329,10 +329,10 @@ def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
     name = "cluster_submit"
     storage = str(cluster.state_dir / "ray_results")
     flags = ["--tracking-uri", cluster.tracking_uri]
-    # 2 seeds x (stop 0, never) x 150 epochs of 1000 examples: long enough to be seen running and stopped.
+    # 2 seeds x (stop 0, never) x 100 epochs of 10,000 examples: long enough to be seen running and stopped.
     submitted = sweep_cli(cluster, "submit", "quickstart", "--address", cluster.env["RAY_DASHBOARD_ADDRESS"],
                           *flags, "--storage-path", storage, "--set", f"name={name}",
-                          *[{"train.epochs=3": "train.epochs=150", "data.n_train=200": "data.n_train=1000"}.get(a, a)
+                          *[{"train.epochs=3": "train.epochs=100", "data.n_train=200": "data.n_train=10000"}.get(a, a)
                             for a in SMALL_SWEEP], cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "Ray job mixup-sweep-cluster_submit-" in submitted.stdout
@@ -343,7 +343,7 @@ def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
         _status_or_empty(cluster, name, tmp_path)), "the sweep to run with progress", 240)
     assert running["job"]["id"].startswith("mixup-sweep-cluster_submit-")
     assert running["job"]["status"] == "RUNNING"
-    assert running["trials_total"] == 4 and running["epochs_total"] == 600
+    assert running["trials_total"] == 4 and running["epochs_total"] == 400
 
     stopped = sweep_cli(cluster, "stop", name, *flags, cwd=tmp_path)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -362,7 +362,7 @@ def test_submit_status_stop_resume_list(cluster: Cluster, tmp_path: Path):
     assert len(children) == 4
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert sorted(steps) == list(range(1, 151)), (child.info.run_name, sorted(steps))
+        assert sorted(steps) == list(range(1, 101)), (child.info.run_name, sorted(steps))
 
     listed = sweep_cli(cluster, "list", "--json", *flags, cwd=tmp_path)
     rows = {r["name"]: r for r in json.loads(listed.stdout)}

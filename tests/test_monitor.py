@@ -18,7 +18,7 @@ def status(tmp: Path, *args: str) -> dict:
 def test_status_and_list_follow_a_sweep_from_start_to_end(tmp_path: Path):
     spec = tiny_spec("watched", grid={"seed": [0, 1], "mixup.stop_epoch": [0, None]})
     spec["trial"]["train"]["epochs"] = 60
-    spec["trial"]["data"]["n_train"] = 600  # slow enough to be seen running
+    spec["trial"]["data"]["n_train"] = 10_000  # slow enough to be seen running (~0.3 s an epoch)
     write_spec(tmp_path, spec)
     log = tmp_path / "run.log"
     proc = start_cli(["run", "spec.yaml"], cwd=tmp_path, log=log)
