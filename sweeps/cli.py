@@ -159,8 +159,27 @@ def _best(args: argparse.Namespace) -> int:
     return run_best(args.names, uri, args.json, args.run_id, metric=args.metric, wide=args.wide)
 
 
+def _owner_only_files() -> None:
+    """Everything mixup-sweep and the Ray processes it starts create (the SQLite store, artifacts,
+    checkpoints, Ray's storage and session files) is owner-only by default: experiment data is often
+    private and clusters are shared machines. MIXUP_SWEEP_UMASK (octal, e.g. 027) chooses another."""
+    value = os.environ.get("MIXUP_SWEEP_UMASK", "077")
+    try:
+        mask = int(value, 8)
+    except ValueError:
+        raise ConfigError(f"$MIXUP_SWEEP_UMASK={value!r} is not an octal umask (e.g. 077, 027)") from None
+    if not 0 <= mask <= 0o777:
+        raise ConfigError(f"$MIXUP_SWEEP_UMASK={value!r} is not an octal umask (e.g. 077, 027)")
+    os.umask(mask)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _owner_only_files()
+    except ConfigError as e:
+        print(f"mixup-sweep: error: {e}", file=sys.stderr)
+        return 2
     if argv[:1] == ["cluster"]:  # its own parser (devcluster.py), options and --help included
         from .devcluster import main as devcluster_main
 

@@ -112,18 +112,18 @@ def client_for(uri: str, create: bool = True):
 
 @contextlib.contextmanager
 def _store_lock(uri: str):
+    """An exclusive lock of the database's directory itself (flock on a directory descriptor): no lock
+    file anywhere, so nothing piles up in the temp directory or appears beside the user's database."""
     import fcntl
-    import hashlib
-    import tempfile
 
-    # In the temp dir, not beside the database: nothing extra in the user's directory.
-    name = f"mixup-sweep-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
-    with open(Path(tempfile.gettempdir()) / name, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    directory = Path(uri[len("sqlite:///"):]).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _now_ms() -> int:

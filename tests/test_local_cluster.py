@@ -411,3 +411,24 @@ def test_submit_refuses_bad_input_before_any_job_exists(cluster: Cluster, tmp_pa
     wrong_token.unlink()
     assert job_ids(cluster) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_loopback_address_keeps_the_driver_on_loopback(cluster: Cluster, tmp_path: Path):
+    """`--address 127.0.0.1:PORT` from a shell that lacks the dev cluster's env file: Ray would swap
+    127.0.0.1 for the machine's external IP and connect the driver through it; mixup-sweep keeps every
+    loopback address on loopback (the driver's node IP, as the cluster records it, is 127.0.0.1)."""
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    token = Path(cluster.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    before = {j.get("job_id") for j in dashboard_get(cluster, "/api/jobs/", token)[1]}
+    host, port = cluster.env["RAY_ADDRESS"].rsplit(":", 1)
+    for address in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        name = f"loopback_{address.split(':')[0].replace('.', '_')}"
+        result = subprocess.run(
+            [str(BIN / "mixup-sweep"), "run", "quickstart", "--address", address, "--tracking-uri", cluster.tracking_uri,
+             "--storage-path", str(cluster.state_dir / "ray_results"), "--set", f"name={name}",
+             *[{"grid.seed=[0,1]": "grid.seed=[0]"}.get(a, a) for a in SMALL_SWEEP]],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [j for j in dashboard_get(cluster, "/api/jobs/", token)[1] if j.get("job_id") not in before]
+    drivers = [j["driver_info"]["node_ip_address"] for j in jobs if j.get("type") == "DRIVER" and j.get("driver_info")]
+    assert len(drivers) == 2 and set(drivers) == {"127.0.0.1"}, jobs

@@ -105,7 +105,8 @@ def secret_sweep(tmp_path_factory):
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths are limited
     env = {**user_env(), **SECRETS, "RAY_TMPDIR": str(ray_tmp)}
     driver = subprocess.Popen(cli_command() + ["run", "spec.yaml"], cwd=tmp, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: os.umask(0o022))  # a permissive user umask
     sockets: list[tuple[str, int]] = []
     try:
         wait_for(lambda: any(e >= 2 for _, e in trial_epochs_logged(tmp / "mlflow.db").values()), timeout=180,
@@ -162,3 +163,23 @@ def test_no_credential_in_mlflow_ray_results_logs_or_output(secret_sweep):
     assert (tmp / "mlflow.db").exists() and any((tmp / "mlartifacts").rglob("metrics.jsonl"))
     assert any((tmp / "ray_results" / "secrets").rglob("result.json"))
     assert scanned > 20, scanned
+
+
+def test_sweep_files_are_owner_only_and_no_lock_file_is_left(secret_sweep):
+    """The SQLite store, MLflow's artifacts and Ray's storage (checkpoints included) of a sweep run with
+    a permissive umask carry no group or other permission bits; the store's lock leaves no file."""
+    tmp, _, rc, _, err, _ = secret_sweep
+    assert rc == 0, err[-3000:]
+    checked = 0
+    for root in (tmp / "mlflow.db", tmp / "mlartifacts", tmp / "ray_results"):
+        for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            if path.is_symlink() or path.is_socket():
+                continue
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (path, oct(path.stat().st_mode))
+            checked += 1
+    assert checked > 20
+    import hashlib
+
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"  # where the old per-store lock file would have been
+    assert not (Path(tempfile.gettempdir()) / f"mixup-sweep-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock").exists()
+    assert not [p for p in tmp.iterdir() if p.name.endswith(".lock")]
