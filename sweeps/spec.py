@@ -116,6 +116,8 @@ class SweepSpec(_Strict):
     # than its training; 0 = every epoch.
     report_interval_s: float = Field(1.0, ge=0)
     scheduler: Optional[AshaSpec] = None
+    # The paper claim this sweep tests; `best` prints its verdict and figure (sweeps/best/claims.py).
+    claim: Optional[Literal["decoupling", "rare_feature", "early_stop", "map"]] = None
 
 
 SPEC_KEYS = [k for k in SweepSpec.model_fields if k != "trial"]

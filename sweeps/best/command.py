@@ -34,6 +34,7 @@ from .selection import (
     GroupResult, Selection, SelectionError, TrialRecord, config_label, group_trials, rank, select,
 )
 from .report import format_report, selection_to_dict
+from .claim_mlflow import claim_section
 
 NEVER_STOP_METRIC_VALUE = -1.0  # best_stop_epoch metric for "Mixup throughout" (stop_epoch null)
 ARTIFACT_DIR = "selection"
@@ -251,6 +252,9 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
         report = (f"Note: experiment '{name}' holds {n_parents} sweep runs; using the most recent "
                   f"({parent_id}); pick another with --run-id.\n") + report
     document = selection_to_dict(sel, sweep=name, parent_run_id=parent_id, tracking_uri=uri)
+    # science-claims: the verdict of the spec's `claim:` (claims.py), appended and written to the parent
+    claim_text, document["claim"] = claim_section(client, parent, records, write=own)
+    report += claim_text
     return _Outcome(client, parent_id, sel, document, report, own)
 
 
