@@ -1,16 +1,16 @@
 """The bundled claim specs and the map end to end, as a user runs them (`mixup-sweep run NAME` in a
 fresh directory: real embedded Ray, real MLflow SQLite store, real torch trials), at a REDUCED size
-through `--set` (a few epochs, two seeds, fewer arms): what is checked is that each spec runs, that
+through `--set` (6 epochs, one or two seeds, fewer arms or cells): what is checked is that each spec runs, that
 `best` (run at the end of every sweep) prints the claim's verdict table and writes its figure onto
 the parent run. The numbers at the full size are in docs/science.md, with the commands that made them.
 The verdict logic itself is tested on constructed results in tests/test_claims.py.
+Each test takes ~20 s on 2 shared cores (Ray start-up dominates), so they run in the default suite.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sweep_support import client, run_cli, sweep_runs
 
 # Small trials: the cost of each test is Ray's start-up and a few seconds of training.
@@ -38,13 +38,11 @@ def run_claim(tmp_path: Path, name: str, claim: str, *overrides: str) -> str:
     return out
 
 
-@pytest.mark.slow
 def test_claim2_rare_feature_spec_end_to_end(tmp_path):
     out = run_claim(tmp_path, "claim2_rare_feature", "rare_feature", "--set", "grid.seed=[0,1]")
     assert "Mixup - standard on rare test accuracy: " in out and "paired over 2 seeds, 95% CI" in out
 
 
-@pytest.mark.slow
 def test_claim3_early_stop_spec_end_to_end(tmp_path):
     out = run_claim(tmp_path, "claim3_early_stop", "early_stop",
                     "--set", "grid.seed=[0,1]", "--set", "grid.mixup.stop_epoch=[0,3,null]")
@@ -52,7 +50,6 @@ def test_claim3_early_stop_spec_end_to_end(tmp_path):
     assert "Mixup, E=3 - Mixup throughout on rare test accuracy" in out
 
 
-@pytest.mark.slow
 def test_claim1_decoupled_spec_end_to_end(tmp_path):
     # One seed keeps it small; the verdict must then give numbers and no interval.
     grid = ('grid=[{"mixup.stop_epoch": [0], "seed": [0]}, '
@@ -63,7 +60,6 @@ def test_claim1_decoupled_spec_end_to_end(tmp_path):
     assert "Verdict: One seed per arm: differences are printed, no verdict." in out
 
 
-@pytest.mark.slow
 def test_map_spec_end_to_end(tmp_path):
     out = run_claim(tmp_path, "map_rare_fraction_noise", "map",
                     "--set", "grid.data.noise_std=[0.1,0.2]", "--set", "grid.data.rare_fraction=[0.05]",

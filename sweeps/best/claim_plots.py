@@ -99,10 +99,12 @@ def _heatmap(ax, fig, result: ClaimResult, rows, cols, table, title: str) -> Non
     for (r, c), d in table.items():
         i, j = rows.index(r), cols.index(c)
         text = f"{d.mean:+.2f}" + (f"\n±{d.half_width:.2f}" if d.half_width is not None else "\n1 seed")
-        ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                color="white" if abs(d.mean) > 0.6 else "black")
-        if d.status not in (HOLDS, REVERSED):  # the interval contains 0: the sign is seed noise
+        noise = d.status not in (HOLDS, REVERSED)  # the interval contains 0 (or one seed): the sign is noise
+        if noise:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.45", lw=0))
+        ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                color="white" if abs(d.mean) > 0.6 and not noise else "black",
+                bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1.5) if noise else None)
     ax.set_xticks(range(len(cols)), [f"{v:g}" for v in cols])
     ax.set_xlabel(result.axes[0])
     if len(result.axes) == 2:

@@ -201,13 +201,18 @@ class Paired:
         if self.n == 1:
             return f"{self.mean:+.2f} (one seed, {_fmt(self.seeds[0])}: no confidence interval)"
         lo, hi = self.ci
-        return f"{self.mean:+.2f} (paired over {self.n} seeds, 95% CI [{lo:+.2f}, {hi:+.2f}])"
+        return f"{self.mean:+.2f} (paired over {self.n} seeds, 95% CI [{_bound(lo)}, {_bound(hi)}])"
 
     def to_dict(self) -> dict[str, Any]:
         ci = self.ci
         return {"a": self.a, "b": self.b, "metric": self.metric, "n": self.n, "mean": self.mean,
                 "std": self.std, "ci95": list(ci) if ci else None, "status": self.status,
                 "seeds": list(self.seeds), "diffs": list(self.diffs)}
+
+
+def _bound(x: float) -> str:
+    """Two decimals, three where two would print a nonzero bound as 0.00 (its sign decides the status)."""
+    return f"{x:+.3f}" if 0 < abs(x) < 0.005 else f"{x:+.2f}"
 
 
 def paired(arms: Mapping[str, ArmSummary], a: str, b: str, metric: str) -> Paired:
@@ -398,26 +403,24 @@ def headline(claim: str, cells: Sequence[CellResult], axes: Sequence[str]) -> st
                 f"filter correlation): {feat.describe()}, {feat.status}.")
     if claim == "early_stop":
         gains = [c for c in comps if c.role == "gain"]
-        vs = {c.diff.a: c for c in comps if c.role == "vs Mixup"}
-        keep = [c for c in gains if c.diff.status == HOLDS]
+        vs = [c for c in comps if c.role == "vs Mixup"]
         if all(c.diff.n < 2 for c in gains):
             return "One seed per arm: differences are printed, no verdict."
-        parts = [f"Early-stopped Mixup keeps the rare-feature gain over standard training for E in "
-                 f"{{{', '.join(str(early_stop_of(c.diff.a)) for c in keep) or 'none'}}}"]
+
+        def at(cs: Sequence[Comparison]) -> str:  # "20 (+0.24), 60 (+0.49)": the size next to the sign
+            return ", ".join(f"{early_stop_of(c.diff.a)} ({c.diff.mean:+.2f})" for c in cs) or "none"
+
+        mixup_gain = paired(cells[0].arms, MIXUP, STANDARD, RARE)
+        text = (f"Early-stopped Mixup keeps a rare-feature gain over standard training (95% CI above 0) at "
+                f"E = {at([c for c in gains if c.diff.status == HOLDS])}")
         lost = [c for c in gains if c.diff.status != HOLDS]
         if lost:
-            parts.append(f"not for E in {{{', '.join(str(early_stop_of(c.diff.a)) for c in lost)}}}")
-        better = [a for a, c in vs.items() if c.diff.status == HOLDS]
-        worse = [a for a, c in vs.items() if c.diff.status == REVERSED]
-        same = [a for a, c in vs.items() if c.diff.status == NOISE]
-        rel = []
-        if better:
-            rel.append(f"better than Mixup throughout at E in {{{', '.join(str(early_stop_of(a)) for a in better)}}}")
-        if same:
-            rel.append(f"within seed noise of it at E in {{{', '.join(str(early_stop_of(a)) for a in same)}}}")
-        if worse:
-            rel.append(f"worse at E in {{{', '.join(str(early_stop_of(a)) for a in worse)}}}")
-        return "; ".join(parts) + ("; " + ", ".join(rel) if rel else "") + "."
+            text += f", not at E = {at(lost)}"
+        text += f". Against Mixup throughout (itself {mixup_gain.mean:+.2f} over standard) it is"
+        rel = [f" {word} at E = {at([c for c in vs if c.diff.status == status])}"
+               for word, status in (("better", HOLDS), ("within seed noise", NOISE), ("worse", REVERSED))
+               if any(c.diff.status == status for c in vs)]
+        return text + ";".join(rel) + "."
     # decoupling
     policies = [c for c in comps[1:] if c.role == "gain"]
     vs = {c.diff.a: c for c in comps if c.role == "vs Mixup"}
