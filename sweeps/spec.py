@@ -123,6 +123,8 @@ class SweepSpec(_Strict):
     report_interval_s: float = Field(1.0, ge=0)
     scheduler: Optional[AshaSpec] = None
     max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1)  # a grid above this is refused before it is expanded
+    # The paper claim this sweep tests; `best` prints its verdict and figure (sweeps/best/claims.py).
+    claim: Optional[Literal["decoupling", "rare_feature", "early_stop", "map"]] = None
 
 
 SPEC_KEYS = [k for k in SweepSpec.model_fields if k != "trial"]

@@ -33,6 +33,7 @@ from ..keys import ERROR_TAG, PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, TEST_ACC, TRIA
 from ..labels import ordered_keys, trial_label, varying_keys
 from ..metrics import metric_mode
 from . import figures
+from .claim_mlflow import claim_section
 from .report import format_report, format_side_by_side, selection_to_dict, wrap
 from .selection import (
     DEFAULT_METRIC, DEFAULT_MODE, Selection, SelectionError, TrialRecord, group_trials, parse_param, select,
@@ -272,6 +273,9 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
                 f"({parent_id}); pick another with --run-id.")
         report = "\n".join(wrap(note)) + "\n" + report
     document = selection_to_dict(sel, sweep=name, experiment_id=eid, parent_run_id=parent_id, tracking_uri=uri)
+    # The verdict of the spec's `claim:` (claims.py), appended and written to the parent run.
+    claim_text, document["claim"] = claim_section(client, parent, records, write=own)
+    report += claim_text
     return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own)
 
 
