@@ -21,6 +21,7 @@ HEATMAP_PLOT = "heatmap.png"
 # paper's claim is about the rare feature (feature-noise data model).
 CURVE_METRICS = ("test_acc_rare", "feat_rare", "feat_common")
 MAX_CURVES = 10  # more curves than this in one panel cannot be told apart, whatever their styles
+MAX_SEEDS_PER_CURVE = 20  # a curve's mean and band over at most this many seeds (the table uses all)
 
 History = Callable[[str, str], Mapping[int, float]]
 
@@ -42,14 +43,23 @@ def swept_keys(sel: Selection) -> list[str]:
     return ordered_keys(keys)
 
 
+def curve_metrics(sel: Selection) -> list[str]:
+    return [sel.metric] + [m for m in CURVE_METRICS if m != sel.metric]
+
+
+def histories_needed(sel: Selection) -> list[tuple[str, str]]:
+    """The (run id, metric) histories `write_plots` reads: fetch them together (one request each)."""
+    return [(rid, m) for g in curve_groups(sel) for rid in g.run_ids[:MAX_SEEDS_PER_CURVE] for m in curve_metrics(sel)]
+
+
 def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]:
     """Draw the selection's plots into `directory`; returns the files written."""
     written = []
     groups = curve_groups(sel)
-    metrics = [sel.metric] + [m for m in CURVE_METRICS if m != sel.metric]
+    metrics = curve_metrics(sel)
     curves = [plots.GroupCurves(
         label=g.label,
-        histories={m: [h for rid in g.run_ids if (h := history(rid, m))] for m in metrics},
+        histories={m: [h for rid in g.run_ids[:MAX_SEEDS_PER_CURVE] if (h := history(rid, m))] for m in metrics},
         stop_epoch=g.stop_epoch,
         is_best=g is sel.best,
     ) for g in groups]
