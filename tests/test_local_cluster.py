@@ -305,17 +305,10 @@ def status_json(cluster: Cluster, name: str, cwd: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def wait_for(predicate, what: str, timeout_s: float, poll_s: float = 1.0):
-    import time
+def wait_for(predicate, what: str, timeout_s: float):
+    from sweep_support import wait_for as wait
 
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    return wait(predicate, timeout=timeout_s, what=what, interval=1.0)
 
 
 def job_ids(cluster: Cluster) -> set[str]:
