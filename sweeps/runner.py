@@ -149,9 +149,13 @@ class TrialRunCloser(tune.Callback):
 
     def _close(self, trial, status: str, tags: dict[str, str], summarize: bool = False) -> None:
         try:
-            tracking.check_store_exists(self.tracking_uri)
-        except tracking.TrackingStoreGone:
-            return  # _finish says so; never recreate the store here
+            self._close_runs(trial, status, tags, summarize)
+        except Exception as e:  # noqa: BLE001 - a store gone away: _finish says so once; the sweep goes on
+            if not (isinstance(e, tracking.TrackingStoreGone) or _is_tracking_failure(e)):
+                raise
+
+    def _close_runs(self, trial, status: str, tags: dict[str, str], summarize: bool) -> None:
+        tracking.check_store_exists(self.tracking_uri)  # never recreate a vanished store here
         if self._client is None:
             self._client = tracking.client_for(self.tracking_uri, create=False)
         runs = tracking.find_runs_of_ray_trial(self._client, self.experiment_id, self.parent_run_id, trial.trial_id)
@@ -312,7 +316,7 @@ def _run_sweep(sweep: Sweep, address: Optional[str], target, storage: str, path:
         _trainable(sweep, context),
         tune_config=search.tune_config(sweep, branch_root=f"{path}/branch_points"),
         run_config=_run_config(sweep, storage, target.uri, experiment_id, parent_run_id),
-    ))
+    ), sweep.name)
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
@@ -364,7 +368,7 @@ def _resume_sweep(name: str, address: Optional[str], target, storage: str, path:
         resume_errored=True,
         restart_errored=False,
         storage_filesystem=storage_filesystem(storage),
-    ))
+    ), name)
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
@@ -391,17 +395,22 @@ def _nothing_to_resume(parent, restored, sweep: Sweep) -> bool:
             and all(t.status == "TERMINATED" for t in restored))
 
 
-def _fit(client, parent_run_id: str, address: Optional[str], make_tuner) -> None:
+def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: str = "NAME") -> None:
     try:
         start_ray(address)
         make_tuner().fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable
-        client.set_terminated(parent_run_id, status="KILLED")
+        with contextlib.suppress(Exception):  # the store may be what failed
+            client.set_terminated(parent_run_id, status="KILLED")
         raise
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(Exception):
             tracking.check_store_exists(client.tracking_uri)  # a vanished store is never recreated
             client.set_terminated(parent_run_id, status="FAILED")
+        if isinstance(e, Exception) and (isinstance(e, tracking.TrackingStoreGone) or _is_tracking_failure(e)):
+            raise TrackingLost(f"sweep {name!r} stopped: the MLflow store {client.tracking_uri} failed "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); once it is "
+                               f"back: mixup-sweep resume {name}") from None
         raise
 
 

@@ -11,12 +11,15 @@ the driver is alive. Metrics are logged only when they changed, or every `HEARTB
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from ray import tune
 
 from .. import keys
+
+logger = logging.getLogger(__name__)
 
 UPDATE_S = 2.0
 HEARTBEAT_S = 30.0
@@ -73,6 +76,7 @@ class SweepProgress(tune.Callback):
         self._last: dict[str, float] = {}
         self._last_update = 0.0
         self._last_beat = 0.0
+        self._warned = False
 
     def __getstate__(self):  # pickled into Ray's experiment state: no live client, no stale counts
         return {**self.__dict__, "_client": None, "_last": {}, "_last_update": 0.0, "_last_beat": 0.0}
@@ -91,15 +95,24 @@ class SweepProgress(tune.Callback):
             self._last_beat = now
 
     def _log(self, metrics: dict[str, float], now: float) -> None:
+        """Best effort: progress is for watching; a store that fails here fails the trials too, and the
+        driver says so once (runner._finish). The next update retries."""
         from mlflow.entities import Metric
 
-        from ..tracking import client_for
+        from ..tracking import check_store_exists, client_for
 
-        if self._client is None:
-            self._client = client_for(self.tracking_uri)
-        ts = int(now * 1000)  # step: seconds, increasing across a resume too
-        self._client.log_batch(self.parent_run_id,
-                               metrics=[Metric(k, float(v), ts, int(now)) for k, v in metrics.items()])
+        try:
+            check_store_exists(self.tracking_uri)  # never recreate a vanished SQLite store
+            if self._client is None:
+                self._client = client_for(self.tracking_uri, create=False)
+            ts = int(now * 1000)  # step: seconds, increasing across a resume too
+            self._client.log_batch(self.parent_run_id,
+                                   metrics=[Metric(k, float(v), ts, int(now)) for k, v in metrics.items()])
+        except Exception as e:  # noqa: BLE001
+            if not self._warned:
+                logger.warning("live progress not written to MLflow (%s: %s); the sweep goes on",
+                               type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                self._warned = True
 
     # Ray Tune's hooks: every loop of the driver, and once at the end.
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
