@@ -264,7 +264,7 @@ CASES = [
     ("train-config-binary", "train", ["cfg.yaml", "--out", "out"], text("cfg.yaml", bytes(range(256))), {},
      ["cfg.yaml: not UTF-8 text"]),
     ("train-config-is-a-directory", "train", ["conf", "--out", "out"], text("conf/keep", ""), {},
-     ["conf: is a directory, not a YAML file"]),
+     ["conf: is a directory, not a config file"]),
     ("train-config-yaml-directory", "train", ["conf.yaml", "--out", "out"], text("conf.yaml/keep", ""), {},
      ["conf.yaml: is a directory"]),
     ("train-set-twice", "train", ["feature_noise", "--out", "out", "--set", "train.lr=0.1", "--set", "train.lr=0.2"],
