@@ -9,9 +9,12 @@ Each test takes ~20 s on 2 shared cores (Ray start-up dominates), so they run in
 
 from __future__ import annotations
 
+import pytest
 from pathlib import Path
 
 from sweep_support import client, run_cli, sweep_runs
+
+pytestmark = pytest.mark.e2e  # every claim spec end to end at reduced size: ~2 min
 
 # Small trials: the cost of each test is Ray's start-up and a few seconds of training.
 SMALL = ["--set", "train.epochs=6", "--set", "data.n_test=400", "--set", "train.checkpoint_interval_s=0"]

@@ -38,6 +38,8 @@ from sweep_support import run_cli
 from sweeps.labels import sweep_label_keys, trial_label
 from sweeps.spec import load_sweep
 
+pytestmark = pytest.mark.e2e  # a real sweep and a browser: ~1 min
+
 REPO = Path(__file__).resolve().parents[1]
 # $CHROMIUM / $CHROMEDRIVER: other binaries (test_skips_with_the_reason... points one at nothing).
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

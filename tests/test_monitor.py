@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from sweep_support import run_cli, start_cli, tiny_spec, wait_for, write_spec
 
 
@@ -15,6 +17,7 @@ def status(tmp: Path, *args: str) -> dict:
     return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr, "exit": proc.returncode}
 
 
+@pytest.mark.e2e  # a sweep seen running, stopped, resumed, finished: ~1.5 min
 def test_status_and_list_follow_a_sweep_from_start_to_end(tmp_path: Path):
     spec = tiny_spec("watched", grid={"seed": [0, 1], "mixup.stop_epoch": [0, None]})
     spec["trial"]["train"]["epochs"] = 60

@@ -4,10 +4,13 @@ driver stops with one line saying how to continue; the sweep stays resumable."""
 
 from __future__ import annotations
 
+import pytest
 from sweep_support import run_cli, tiny_spec, wait_for, write_spec
 from test_fault_tolerance import kill_tree, progress, start, trial_with
 
 from sweeps.lease import read_lease
+
+pytestmark = pytest.mark.e2e  # a store deleted, a server killed, then resumed: ~2.5 min
 
 
 def test_a_deleted_sqlite_store_is_never_recreated_and_the_driver_says_so(tmp_path):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import signal
 import socket
@@ -20,6 +21,8 @@ from sweep_support import client, run_cli, sql, tiny_spec, wait_for, write_spec
 from test_fault_tolerance import assert_sweep_intact, comparable, kill_tree, progress, start, trial_with
 
 from sweeps.lease import LEASE_FILE, read_lease
+
+pytestmark = pytest.mark.e2e  # two drivers, SIGTERM, SIGKILL and resumes: ~2.5 min
 
 
 def test_one_driver_per_sweep_sigterm_resumes_and_a_killed_driver_does_not_block(tmp_path):
