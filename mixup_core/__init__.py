@@ -35,6 +35,7 @@ _EXPORTS = {
     "format_validation_error": "config",
     "dump_yaml": "config",
     "validation_count": "config",
+    "resolve_augment": "config",
     "run_trial": "trial",
     "run_packed_trials": "packing",
     "Reporter": "reporting",

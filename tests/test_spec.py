@@ -197,3 +197,20 @@ def test_quickstart_trial_is_the_bundled_feature_noise_config():
     from mixup_core.config import load_trial_config
 
     assert load_sweep("quickstart").base_trial == load_trial_config("feature_noise").to_dict()
+
+
+def test_dry_run_says_what_augmentation_the_trials_apply():
+    from sweeps.plan.dry_run import describe
+    from sweeps.spec import load_sweep
+
+    def line(*overrides):
+        return [ln for ln in describe(load_sweep("paper_early_stop_cifar10", list(overrides))).splitlines()
+                if "augmentation" in ln]
+
+    assert line() == ["  augmentation (data.augment: true): random crop padded by 4 px + horizontal flip"]
+    assert line("data.augment=false") == ["  augmentation (data.augment: false): none"]
+    assert line("data.augment={crop_pad: 2, flip: false}") == [
+        "  augmentation (data.augment: {crop_pad: 2, flip: false}): random crop padded by 2 px"]
+    assert line("data.name=npz") == ["  augmentation (data.augment: true): random crop padded by 1/8 of the image side + flip"]
+    assert line("data.name=npz", "data.augment=auto") == ["  augmentation (data.augment: auto): none"]
+    assert not [ln for ln in describe(load_sweep("quickstart")).splitlines() if "augmentation" in ln]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Optional
+
+from mixup_core import ConfigError, resolve_augment
 
 from ..keys import STOP_EPOCH_KEY
 from ..spec import Sweep
@@ -22,6 +24,29 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
 
 
+CIFAR_IMAGE_SIZE = (32, 32)
+
+
+def augmentation_line(sweep: Sweep) -> Optional[str]:
+    """What `data.augment` applies to the trials' images (the same rule the trial uses), or None for
+    data without images (a swept data.augment is in the table, per trial)."""
+    data = sweep.base_trial["data"]
+    if data["name"] == "feature_noise":
+        return None
+    size = CIFAR_IMAGE_SIZE if data["name"] in ("cifar10", "cifar100") else None
+    choice = sweep.trial_config({}).data.augment
+    shown = choice if isinstance(choice, (bool, str)) else "{crop_pad: %d, flip: %s}" % (choice.crop_pad, str(choice.flip).lower())
+    shown = str(shown).lower()
+    try:
+        applied = resolve_augment(choice, data["name"], size)
+    except ConfigError:  # npz with `true`: scaled to the image size, known once the file is read
+        return f"  augmentation (data.augment: {shown}): random crop padded by 1/8 of the image side + flip"
+    if applied is False:
+        return f"  augmentation (data.augment: {shown}): none"
+    parts = [f"random crop padded by {applied.crop_pad} px" if applied.crop_pad else "", "horizontal flip" if applied.flip else ""]
+    return f"  augmentation (data.augment: {shown}): {' + '.join(p for p in parts if p)}"
+
+
 def describe(sweep: Sweep) -> str:
     spec = sweep.spec
     res = spec.resources
@@ -30,6 +55,9 @@ def describe(sweep: Sweep) -> str:
         f"  metric {spec.metric} ({spec.mode}); {res.cpu:g} CPU + {res.gpu:g} GPU per trial; "
         f"{spec.max_concurrent} at a time; up to {spec.max_failures} restart(s) per trial",
     ]
+    augmentation = augmentation_line(sweep)
+    if augmentation:
+        lines.append(augmentation)
     if spec.scheduler is not None:
         a = spec.scheduler
         lines.append(f"  scheduler: ASHA, grace_period {a.grace_period}, reduction_factor {a.reduction_factor:g}, "
