@@ -500,3 +500,23 @@ def test_best_of_several_sweeps_side_by_side(store, capsys):
     assert "best" in rows["E=4 a=1.0"] and rows["E=never a=1.0"].rstrip().endswith("best")
     assert rows["E=0 a=0.5"].rstrip().endswith("-")  # not in null_best
     assert out.count("Sweep 'es'") == 1 and out.count("Sweep 'null_best'") == 1
+
+
+def test_best_again_on_an_unchanged_sweep_redraws_nothing_and_a_change_redraws(store, capsys):
+    """The plots (most of `best`'s time at thousands of trials: every curve is a metric history) are
+    drawn once per selection: `best` again writes nothing new; a trial that finishes since redraws."""
+    client = MlflowClient(store["uri"])
+    eid = client.get_experiment_by_name("null_best").experiment_id
+    parent = store["null_new"]
+    _run_json(capsys, names="null_best", tracking_uri=store["uri"])
+    artifacts = store["root"] / "artifacts_null" / parent / "artifacts" / "selection"
+    first = {p.name: p.stat().st_mtime_ns for p in artifacts.iterdir()}
+    assert "learning_curves.png" in first
+    time.sleep(0.05)
+    _run_json(capsys, names="null_best", tracking_uri=store["uri"])
+    assert {p.name: p.stat().st_mtime_ns for p in artifacts.iterdir()} == first  # untouched
+    _add_trial(client, eid, parent, "new_0_3", _trial_params(3, 1.0, 0, spell=str), _curve(0.71))
+    doc = _run_json(capsys, names="null_best", tracking_uri=store["uri"])
+    assert {p.name: p.stat().st_mtime_ns for p in artifacts.iterdir()} != first  # the new trial: redrawn
+    stored = json.loads((artifacts / "selection.json").read_text())
+    assert stored["table"] == doc["table"]

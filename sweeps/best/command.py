@@ -204,18 +204,38 @@ def _histories(client, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], d
         return dict(zip(wanted, pool.map(lambda w: _history(client, *w), wanted)))
 
 
+def _unchanged_artifacts(client, parent_run_id: str, document: dict[str, Any]) -> list[str] | None:
+    """The artifact names already on the parent run when they hold this very selection (its
+    selection.json equals `document`: same trials, same numbers), else None. `best` run again on a
+    finished sweep then only prints: at 2,000 trials redrawing the curves costs most of its time."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        stored = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(parent_run_id, ARTIFACT_DIR)}
+        if JSON_ARTIFACT not in stored:
+            return None
+        with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp:
+            path = client.download_artifacts(parent_run_id, f"{ARTIFACT_DIR}/{JSON_ARTIFACT}", tmp)
+            same = json.loads(Path(path).read_text()) == json.loads(json.dumps(document))
+    except (MlflowException, OSError, ValueError):
+        return None
+    return sorted(stored) if same else None
+
+
 def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[str, Any], report: str) -> list[str]:
     """Store the selection on the parent run; returns the artifact paths. Idempotent (see module doc)."""
     from mlflow.entities import Metric, RunTag
 
-    with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp:
-        d = Path(tmp)
-        (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
-        (d / TEXT_ARTIFACT).write_text("```\n" + report + "\n```\n")
-        histories = _histories(client, figures.histories_needed(sel))
-        figures.write_plots(sel, lambda run_id, metric: histories[(run_id, metric)], d)
-        client.log_artifacts(parent_run_id, str(d), artifact_path=ARTIFACT_DIR)
-        names = sorted(p.name for p in d.iterdir())
+    names = _unchanged_artifacts(client, parent_run_id, document)
+    if names is None:  # a new or changed selection: draw it (the histories are most of `best`'s time)
+        with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp:
+            d = Path(tmp)
+            (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
+            (d / TEXT_ARTIFACT).write_text("```\n" + report + "\n```\n")
+            histories = _histories(client, figures.histories_needed(sel))
+            figures.write_plots(sel, lambda run_id, metric: histories[(run_id, metric)], d)
+            client.log_artifacts(parent_run_id, str(d), artifact_path=ARTIFACT_DIR)
+            names = sorted(p.name for p in d.iterdir())
 
     best = sel.best
     stop = best.stop_epoch
