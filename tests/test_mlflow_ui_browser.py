@@ -223,7 +223,7 @@ def test_skips_with_the_reason_when_chromedriver_is_missing(tmp_path: Path):
     """Chromium without chromedriver (Debian ships them apart): the UI test is skipped and says why
     (its browser fixture comes first, so that happens before a server or a sweep is started)."""
     test = f"{Path(__file__)}::test_mlflow_ui_shows_the_sweep_as_a_person_reads_it"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "e2e", test],
                           env={**os.environ, "CHROMEDRIVER": str(tmp_path / "no-chromedriver")},
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
