@@ -62,7 +62,7 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
 
 def generate(uri: str, name: str, trials: int, epochs: int, threads: int) -> float:
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     from sweeps import keys
 

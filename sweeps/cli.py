@@ -22,7 +22,6 @@ from mixup_core import ConfigError
 
 from .jobs import commands as jobs_commands
 from .monitor import commands as monitor_commands
-from .ray_address import uses_cluster
 from .spec import bundled_spec_names
 
 

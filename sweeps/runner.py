@@ -201,7 +201,6 @@ def trial_context(sweep: Sweep, tracking_uri: str, experiment_id: str, parent_ru
         tracking_uri=tracking_uri,
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
-        varying_keys=tuple(sweep.varying_keys),
         label_keys=tuple(sweep_label_keys(sweep)),
     )
 

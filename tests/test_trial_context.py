@@ -24,7 +24,7 @@ def test_context_gives_every_trial_the_spec_configuration():
     assert context.rung_epochs == asha_rung_epochs(sweep) and context.rung_epochs
     assert (context.metric, context.mode, context.report_interval_s) == (
         sweep.spec.metric, sweep.spec.mode, sweep.spec.report_interval_s)
-    assert context.varying_keys == tuple(sweep.varying_keys)
+    assert context.label_keys and context.run_name(sweep.grid_points()[0])
     assert not hasattr(context, "spec")  # nothing to re-validate
 
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .. import keys
-from .status import _state
+from .status import sweep_state
 
 _EXPERIMENTS_PER_SEARCH = 100
 
@@ -33,7 +33,7 @@ def list_sweeps(client) -> list[dict[str, Any]]:
     for run in parents:
         m, tags = run.data.metrics, run.data.tags
         beat = m.get(keys.HEARTBEAT)
-        state, _ = _state(run, now - beat if beat else None)
+        state, _ = sweep_state(run, now - beat if beat else None)
         best = tags.get(keys.BEST_STOP_EPOCH_TAG)
         rows.append({
             "name": experiments.get(run.info.experiment_id, "?"),

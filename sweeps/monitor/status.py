@@ -51,7 +51,7 @@ class SweepStatus:
         return asdict(self)
 
 
-def _state(parent, heartbeat_age: Optional[float]) -> tuple[str, str]:
+def sweep_state(parent, heartbeat_age: Optional[float]) -> tuple[str, str]:
     status = parent.info.status
     if status == "RUNNING":
         if heartbeat_age is not None and heartbeat_age > STALE_S:
@@ -83,7 +83,7 @@ def sweep_status(client, uri: str, name: str, ask_cluster: bool = True) -> Sweep
     now = time.time()
     beat = m.get(keys.HEARTBEAT)
     heartbeat_age = now - beat if beat else None
-    state, note = _state(parent, heartbeat_age)
+    state, note = sweep_state(parent, heartbeat_age)
     records = trial_records(read_children(client, experiment_id, parent.info.run_id))
     latest: dict[str, Any] = {}
     for r in records:  # a trial retried as several runs counts once: its newest run

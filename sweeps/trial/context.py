@@ -44,7 +44,6 @@ class TrialContext:
     tracking_uri: str  # absolute
     experiment_id: str
     parent_run_id: str
-    varying_keys: tuple[str, ...] = ()  # what the sweep varies, in spec order
     label_keys: tuple[str, ...] = ()  # the keys trial labels show (labels.sweep_label_keys)
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:

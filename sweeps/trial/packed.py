@@ -30,7 +30,6 @@ from .context import TrialContext
 from .placement import placement_tags
 from .reporters import ReportPolicy
 
-MEMBER_DIR = PACK_MEMBER_DIR
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -101,7 +100,7 @@ class PackRayReporter:
             stage.mkdir(parents=True)
             for k, m in enumerate(self.members):
                 if m.latest_checkpoint is not None:
-                    _link_tree(m.latest_checkpoint, stage / MEMBER_DIR.format(k))
+                    _link_tree(m.latest_checkpoint, stage / PACK_MEMBER_DIR.format(k))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(stage)))  # persisted on return
             shutil.rmtree(stage, ignore_errors=True)
         self._last_report = now
@@ -117,11 +116,11 @@ def _restore_dirs(stack: contextlib.ExitStack, work_dir: Path, n: int) -> list[O
     source = Path(stack.enter_context(checkpoint.as_directory()))
     dirs: list[Optional[Path]] = []
     for k in range(n):
-        part = source / MEMBER_DIR.format(k)
+        part = source / PACK_MEMBER_DIR.format(k)
         if not part.is_dir():
             dirs.append(None)
             continue
-        local = work_dir / "restored" / MEMBER_DIR.format(k)
+        local = work_dir / "restored" / PACK_MEMBER_DIR.format(k)
         shutil.rmtree(local, ignore_errors=True)
         shutil.copytree(part, local)
         dirs.append(local)
@@ -143,7 +142,7 @@ def train_pack(config: dict[str, Any], context: TrialContext, trial_id: str) -> 
                             context.run_name(point), flatten(cfg.to_dict()), ray_trial_id=trial_id)
         run.set_tags({**placement_tags(cfg.train.device), PACK_MEMBER_TAG: f"{k + 1}/{len(points)}"})
         runs.append(run)
-    out_dirs = [work_dir / MEMBER_DIR.format(k) for k in range(len(points))]
+    out_dirs = [work_dir / PACK_MEMBER_DIR.format(k) for k in range(len(points))]
     planned = max(c.train.epochs for c in cfgs)
     try:
         with contextlib.ExitStack() as stack:
