@@ -3,7 +3,7 @@
   mixup-sweep run SPEC [--address ADDR] [--tracking-uri URI] [--storage-path P] [--set k=v ...] [--dry-run]
   mixup-sweep resume NAME [--address ADDR] [--tracking-uri URI] [--storage-path P]
   mixup-sweep best NAME [NAME ...] [--json] [--wide] [--tracking-uri URI] [--run-id ID] [--metric M]
-  mixup-sweep cluster up|status|down [...]   the local development cluster (devcluster.py)
+  mixup-sweep cluster up|status|down [...]   the local development cluster (devcluster/)
 
 SPEC is a YAML path or the name of a bundled spec (sweeps/specs/). `--set` semantics: see sweeps/spec.py.
 Every usage or configuration error is one line on stderr and exit code 2, before anything is created.
@@ -179,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as e:
         print(f"mixup-sweep: error: {e}", file=sys.stderr)
         return 2
-    if argv[:1] == ["cluster"]:  # its own parser (devcluster.py), options and --help included
+    if argv[:1] == ["cluster"]:  # its own parser (devcluster/commands.py), options and --help included
         from .devcluster import main as devcluster_main
 
         return devcluster_main(argv[1:])

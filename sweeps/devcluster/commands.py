@@ -1,380 +1,105 @@
-"""`mixup-sweep cluster`: a real multi-node Ray cluster plus an MLflow tracking server, all on 127.0.0.1.
+"""`mixup-sweep cluster`: a real multi-node Ray cluster plus an MLflow tracking server, all on 127.0.0.1,
+optionally on the production backends: PostgreSQL for MLflow's store and an S3 endpoint for MLflow's
+artifacts and Ray Tune's storage.
 
-    mixup-sweep cluster up [--workers N] [--num-cpus C] [--no-mlflow | --no-ray] [--state-dir DIR] ...
-    mixup-sweep cluster status        # exit 0 up, 1 partly up, 3 no cluster
-    mixup-sweep cluster down
+    mixup-sweep cluster up [--workers N] [--num-cpus C] [--head-cpus H] [--backend sqlite|postgres]
+                           [--artifacts local|s3] [--no-mlflow | --no-ray] [--state-dir DIR] ...
+    mixup-sweep cluster status              # exit 0 up, 1 partly up, 3 no cluster
+    mixup-sweep cluster restart COMPONENT [--down-for S] [--signal KILL|TERM]
+    mixup-sweep cluster down [--purge]
 
-`up` starts a Ray head and N worker nodes as separate `ray start` processes (each node has its own
-temp dir, ports and a custom resource `node_head` / `node_worker_<i>` so callers can tell them apart),
-and an MLflow server (SQLite backend, artifacts proxied by the server). Ray token authentication stays
-on: a fresh token is written to STATE/auth_token and every process gets RAY_AUTH_MODE=token and
-RAY_AUTH_TOKEN_PATH. The client environment is printed and written to STATE/env (`source` it).
-Every server listens on 127.0.0.1 only (see LOOPBACK_ENV for what that takes with Ray on Linux).
+`up` starts a Ray head and N worker nodes as separate `ray start` processes (ray_nodes.py: each with
+its own ports, temp dir, working dir, HOME and TMPDIR, like machines that share no disk), an MLflow
+server (mlflow_server.py) and, as asked, a PostgreSQL server (postgres.py) and an S3 endpoint
+(object_store.py). Ray token authentication stays on: a fresh token in STATE/auth_token. Credentials
+for PostgreSQL and S3 are generated per state dir (STATE/secrets.json, mode 600). The client
+environment is written to STATE/env (mode 600; `source` it) and printed without its secrets.
 
-Each component runs in its own Unix session (setsid), and its session id is recorded in
-STATE/cluster.json: `down` signals exactly the processes of those sessions (plus any process still
-naming this cluster's Ray temp dir), never `ray stop`, which would kill every Ray on the machine.
-`up` refuses while a cluster of the same state dir runs; MLflow data (STATE/mlflow) outlives `down`.
+Each component runs in its own Unix session recorded in STATE/cluster.json: `down` and `restart`
+signal exactly the processes of those sessions (plus any process still naming this cluster's Ray temp
+dir), never `ray stop`, which would kill every Ray on the machine. `up` refuses while a cluster of the
+same state dir runs. Data (STATE/mlflow, STATE/postgres, STATE/s3) and credentials outlive `down`;
+`down --purge` deletes them too.
 
-Standard library only (the nodes import Ray, not this process); the `ray` and `mlflow` executables are
-taken from the running interpreter's bin dir, else PATH.
+The nodes import Ray, not this process; the `ray`, `mlflow` and `weed` executables are taken from the
+running interpreter's bin dir, else PATH; PostgreSQL's from PATH or /usr/lib/postgresql/*/bin.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-HOST = "127.0.0.1"
-STATE_FILE = "cluster.json"
-ENV_FILE = "env"
-TOKEN_FILE = "auth_token"
-# Ray puts Unix sockets under its temp dir; AF_UNIX paths are limited to 107 bytes and Ray appends
-# roughly 60 characters (session_<timestamp>_<pid>/sockets/plasma_store).
-MAX_RAY_TEMP_DIR_LEN = 40
-# Loopback only: every node process, driver and client keeps 127.0.0.1 in Ray's single-machine mode;
-# worker nodes are started through ray_compat/loopback_node.py, which re-allows them in that mode.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-LOOPBACK_NODE_MODULE = "sweeps.ray_compat.loopback_node"
-
-
-class ClusterError(Exception):
-    """A user-facing failure: printed as one line, exit code 1."""
-
-
-# ----------------------------------------------------------------------------------------------
-# small helpers
+from . import mlflow_server, object_store, postgres, ray_nodes
+from .processes import (
+    HOST, ClusterError, cluster_processes, free_ports, http_get, port_in_use, stop_leader, stop_processes,
+)
+from .state import (
+    ENV_FILE, SECRETS_FILE, STATE_FILE, TOKEN_FILE, client_env, load_or_make_secrets, load_state, save_state,
+    shown, write_env_file,
+)
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("MIXUP_CLUSTER_DIR", Path.cwd() / ".cluster")).resolve()
 
 
-def find_executable(name: str) -> str:
-    """Prefer the interpreter's own environment, so the nodes run the venv the project lives in."""
-    candidates = [Path(sys.executable).parent / name]
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path)
-    found = shutil.which(name)
-    if found is None:
-        raise ClusterError(f"cannot find the '{name}' executable (activate the project's venv)")
-    return found
+def _pick_ports(args: argparse.Namespace) -> dict[str, int]:
+    requested: dict[str, int] = {}
+    if not args.no_ray:
+        requested.update(gcs=args.ray_port, dashboard=args.dashboard_port, client=args.client_port)
+    if not args.no_mlflow:
+        requested["mlflow"] = args.mlflow_port
+        if args.backend == "postgres":
+            requested["postgres"] = args.postgres_port
+    if args.artifacts == "s3":
+        requested.update({name: 0 for name in object_store.PORT_NAMES})
+        requested["s3"] = args.s3_port
+    for name, port in requested.items():
+        if port and port_in_use(port):
+            raise ClusterError(f"port {port} ({name}) is already in use on {HOST}")
+    taken = {p for p in requested.values() if p}
+    chosen = iter(free_ports(sum(1 for p in requested.values() if not p), taken))
+    return {name: port or next(chosen) for name, port in requested.items()}
 
 
-def free_ports(count: int, reserved: set[int]) -> list[int]:
-    """Distinct free ports on 127.0.0.1; sockets stay bound until all are chosen so none repeats."""
-    sockets, ports = [], []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-            port = sock.getsockname()[1]
-            if port not in reserved and port not in ports:
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
+def _creds(state: dict) -> dict[str, str]:
+    return load_or_make_secrets(Path(state["state_dir"]))
 
 
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex((HOST, port)) == 0
+def _node_cpus(state: dict, name: str) -> int:
+    return state["head_cpus"] if name == "head" else state["num_cpus"]
 
 
-def http_get(url: str, token: str | None = None, timeout: float = 3.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, b""
-    except (urllib.error.URLError, OSError):
-        return 0, b""
+def _start_node(state: dict, name: str, env: dict, timeout_s: float) -> None:
+    ray_nodes.start_node(name, state, _node_cpus(state, name), state["num_gpus"], state["object_store_mb"],
+                         env, timeout_s)
 
 
-# ----------------------------------------------------------------------------------------------
-# processes, found through /proc so that nothing outside the recorded sessions is touched
+def _node_env(state: dict) -> dict[str, str]:
+    env = ray_nodes.base_env(Path(state["token_path"]))
+    if state.get("artifacts") == "s3":  # trials and drivers read and write Ray's storage on S3
+        from .state import s3_env
 
-
-def list_processes() -> list[dict]:
-    """Live (non-zombie) processes: pid, session id, state, command line."""
-    processes = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        # The command name in field 2 may contain spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, session = fields[0], int(fields[3])
-        if state in ("Z", "X"):  # already dead, only waiting to be reaped by its parent
-            continue
-        processes.append({"pid": int(entry.name), "sid": session, "cmd": cmdline.strip()})
-    return processes
-
-
-def cluster_processes(state: dict) -> dict[str, list[dict]]:
-    """Live processes per component: members of its session, plus strays naming our Ray temp dir."""
-    sessions = {component: info["sid"] for component, info in state["components"].items()}
-    by_sid = {sid: component for component, sid in sessions.items()}
-    found: dict[str, list[dict]] = {component: [] for component in sessions}
-    ray_temp = state.get("ray_temp_dir")
-    me = os.getpid()
-    for proc in list_processes():
-        if proc["pid"] == me:
-            continue
-        if proc["sid"] in by_sid:
-            found[by_sid[proc["sid"]]].append(proc)
-        elif ray_temp and ray_temp.rstrip("/") + "/" in proc["cmd"]:
-            found.setdefault("stray", []).append(proc)
-    return found
-
-
-def signal_all(processes: list[dict], sig: int) -> None:
-    for proc in processes:
-        try:
-            os.kill(proc["pid"], sig)
-        except ProcessLookupError:
-            pass
-
-
-def stop_processes(state: dict, grace_s: float) -> list[dict]:
-    """SIGTERM every process of the cluster at once, SIGKILL what outlives the grace period.
-
-    Returns the survivors (none, unless a process is stuck in the kernel). Ray's own graceful shutdown
-    can take 20 s (the GCS waits for its raylets); nothing of a throwaway local cluster needs that.
-    """
-
-    def alive() -> list[dict]:
-        return [p for procs in cluster_processes(state).values() for p in procs]
-
-    signal_all(alive(), signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.25)
-    # A process may have forked after the first sweep: signal whatever is there now.
-    signal_all(alive(), signal.SIGKILL)
-    deadline = time.monotonic() + 10.0
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive()
-
-
-# ----------------------------------------------------------------------------------------------
-# state
-
-
-def load_state(state_dir: Path) -> dict | None:
-    path = state_dir / STATE_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
-def save_state(state_dir: Path, state: dict) -> None:
-    tmp = state_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(state_dir / STATE_FILE)
-
-
-def client_env(state: dict) -> dict[str, str]:
-    ports = state["ports"]
-    env = {}
-    if "gcs" in ports:
-        dashboard = f"http://{HOST}:{ports['dashboard']}"
-        env = {
-            # `ray.init(address=...)`, `mixup-sweep run --address`: the GCS of the head node.
-            "RAY_ADDRESS": f"{HOST}:{ports['gcs']}",
-            # `ray job submit` reads RAY_API_SERVER_ADDRESS (falls back to RAY_ADDRESS): the dashboard.
-            "RAY_API_SERVER_ADDRESS": dashboard,
-            "RAY_DASHBOARD_ADDRESS": dashboard,
-            # Token authentication: every client (driver, CLI, job submission) needs both.
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": state["token_path"],
-            # Keep 127.0.0.1 as given instead of swapping in the external IP (see LOOPBACK_ENV).
-            **LOOPBACK_ENV,
-        }
-    if "mlflow" in ports:
-        env["MLFLOW_TRACKING_URI"] = f"http://{HOST}:{ports['mlflow']}"
+        env.update(s3_env(state, _creds(state)))
     return env
-
-
-def write_env_file(state_dir: Path, env: dict[str, str]) -> Path:
-    lines = ["# written by mixup-sweep cluster up; `source` this file to talk to the cluster"]
-    lines += [f"export {key}={value}" for key, value in env.items()]
-    if "RAY_AUTH_TOKEN_PATH" in env:
-        # RAY_AUTH_TOKEN would take precedence over RAY_AUTH_TOKEN_PATH: drop a stale one.
-        lines.append("unset RAY_AUTH_TOKEN")
-    path = state_dir / ENV_FILE
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-# ----------------------------------------------------------------------------------------------
-# up
-
-
-def ray_temp_dir(state_dir: Path) -> tuple[Path, bool]:
-    """(dir, is_fallback): STATE/ray when short enough for Unix sockets, else a fresh /tmp dir."""
-    preferred = state_dir / "ray"
-    if len(str(preferred)) <= MAX_RAY_TEMP_DIR_LEN:
-        preferred.mkdir(parents=True, exist_ok=True)
-        return preferred, False
-    return Path(tempfile.mkdtemp(prefix="mixup-ray-", dir="/tmp")), True
-
-
-def process_env(token_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # The nodes share this venv: its bin dir first on PATH, so that a job entrypoint such as
-    # `mixup-sweep run ...` (ray job submit) resolves to the project's console script.
-    venv_bin = str(Path(find_executable("ray")).parent)
-    env["PATH"] = os.pathsep.join([venv_bin] + [p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin])
-    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS"):
-        env.pop(key, None)
-    env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token_path),
-        RAY_USAGE_STATS_ENABLED="0",  # no phoning home: loopback traffic only
-        PYTHONUNBUFFERED="1",
-        **LOOPBACK_ENV,
-    )
-    return env
-
-
-def run_in_new_session(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """Start `cmd` as the leader of a new session (its pid is the session id of all it spawns)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=os.getcwd(),
-        )
-
-
-def start_ray_node(
-    name: str, head: bool, state: dict, args: argparse.Namespace, env: dict, reserved: set[int]
-) -> int:
-    """Start one node with `ray start` in its own session; returns the session id."""
-    python = Path(find_executable("ray")).parent / "python"
-    python = str(python) if python.exists() else sys.executable
-    temp_dir = Path(state["ray_temp_dir"]) / name
-    temp_dir.mkdir(parents=True, exist_ok=True)
-    (node_port, object_port, agent_port, agent_grpc_port, metrics_port, runtime_env_port) = free_ports(
-        6, reserved
-    )
-    reserved.update([node_port, object_port, agent_port, agent_grpc_port, metrics_port, runtime_env_port])
-    cmd = [
-        python, "-m", LOOPBACK_NODE_MODULE, "start",
-        f"--node-ip-address={HOST}",
-        f"--num-cpus={args.num_cpus}",
-        f"--num-gpus={args.num_gpus}",
-        f"--resources={json.dumps({f'node_{name}': 1})}",
-        f"--temp-dir={temp_dir}",
-        f"--object-store-memory={args.object_store_mb * 1024 * 1024}",
-        f"--node-manager-port={node_port}",
-        f"--object-manager-port={object_port}",
-        f"--dashboard-agent-listen-port={agent_port}",
-        f"--dashboard-agent-grpc-port={agent_grpc_port}",
-        f"--metrics-export-port={metrics_port}",
-        f"--runtime-env-agent-port={runtime_env_port}",
-        "--min-worker-port=0", "--max-worker-port=0",  # 0: each worker gets a random free port
-        "--disable-usage-stats",
-        "--log-style=record", "--log-color=false",
-    ]
-    ports = state["ports"]
-    if head:
-        cmd += [
-            "--head",
-            f"--port={ports['gcs']}",
-            f"--ray-client-server-port={ports['client']}",
-            "--include-dashboard=true",
-            f"--dashboard-host={HOST}",
-            f"--dashboard-port={ports['dashboard']}",
-        ]
-    else:
-        cmd += [f"--address={HOST}:{ports['gcs']}"]
-    log = Path(state["state_dir"]) / "logs" / f"ray-{name}.log"
-    proc = run_in_new_session(cmd, env, log)
-    # Record the session before judging success: a failed start may have left processes behind.
-    state["components"][f"ray-{name}"] = {"sid": proc.pid, "log": str(log)}
-    save_state(Path(state["state_dir"]), state)
-    try:
-        proc.wait(timeout=args.timeout)  # `ray start` returns once the node's processes are up
-    except subprocess.TimeoutExpired:
-        raise ClusterError(f"`ray start` for node '{name}' did not return within {args.timeout:.0f}s; see {log}")
-    if proc.returncode != 0:
-        raise ClusterError(f"`ray start` for node '{name}' failed (exit {proc.returncode}); see {log}")
-    return proc.pid
-
-
-def wait_for_nodes(state: dict, expected: int, timeout_s: float) -> list[dict]:
-    """Poll the dashboard's state API (with the token) until `expected` nodes are alive."""
-    token = Path(state["token_path"]).read_text().strip()
-    url = f"http://{HOST}:{state['ports']['dashboard']}/api/v0/nodes?limit=100"
-    deadline = time.monotonic() + timeout_s
-    nodes: list[dict] = []
-    while time.monotonic() < deadline:
-        status, body = http_get(url, token)
-        if status == 200:
-            nodes = json.loads(body)["data"]["result"]["result"]
-            alive = [n for n in nodes if n.get("state") == "ALIVE"]
-            if len(alive) >= expected:
-                return alive
-        time.sleep(1.0)
-    raise ClusterError(f"only {len(nodes)} of {expected} Ray nodes came up within {timeout_s:.0f}s")
-
-
-def start_mlflow(state: dict, args: argparse.Namespace, env: dict) -> None:
-    mlflow = find_executable("mlflow")
-    data = Path(args.mlflow_dir).resolve() if args.mlflow_dir else Path(state["state_dir"]) / "mlflow"
-    (data / "artifacts").mkdir(parents=True, exist_ok=True)
-    port = state["ports"]["mlflow"]
-    cmd = [
-        mlflow, "server",
-        "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
-        # Artifacts go through the server (mlflow-artifacts:/ URIs): clients on any node need only HTTP.
-        "--serve-artifacts", "--artifacts-destination", str(data / "artifacts"),
-        "--host", HOST, "--port", str(port),
-        "--workers", "1",
-    ]
-    log = Path(state["state_dir"]) / "logs" / "mlflow.log"
-    # MLflow's background job runner (GenAI jobs, several huey consumers) has nothing to do here.
-    env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = run_in_new_session(cmd, env, log)
-    state["components"]["mlflow"] = {"sid": proc.pid, "log": str(log)}
-    state["mlflow_dir"] = str(data)
-    save_state(Path(state["state_dir"]), state)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ClusterError(f"the MLflow server exited (code {proc.returncode}); see {log}")
-        if http_get(f"http://{HOST}:{port}/health")[0] == 200:
-            return
-        time.sleep(0.5)
-    raise ClusterError(f"the MLflow server did not answer on port {port} within {args.timeout}s; see {log}")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
+    if args.no_ray and args.no_mlflow:
+        raise ClusterError("--no-ray and --no-mlflow together start nothing")
+    if args.no_mlflow and args.backend == "postgres":
+        raise ClusterError("--backend postgres is MLflow's store: it needs the MLflow server (drop --no-mlflow)")
+    if not args.no_mlflow:
+        mlflow_server.check_drivers(args.backend, args.artifacts)
+    pg_bin = postgres.server_binaries(args.postgres_bin) if args.backend == "postgres" and not args.no_mlflow else None
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = load_state(state_dir)
     if previous is not None:
@@ -386,26 +111,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
         cleanup_state(state_dir, previous)  # stale record of a cluster that died on its own
 
-    if args.no_ray and args.no_mlflow:
-        raise ClusterError("--no-ray and --no-mlflow together start nothing")
-    requested = {}
-    if not args.no_ray:
-        requested.update(gcs=args.ray_port, dashboard=args.dashboard_port, client=args.client_port)
-    if not args.no_mlflow:
-        requested["mlflow"] = args.mlflow_port
-    for name, port in requested.items():
-        if port and port_in_use(port):
-            raise ClusterError(f"port {port} ({name}) is already in use on {HOST}")
-    taken = {p for p in requested.values() if p}
-    chosen = iter(free_ports(sum(1 for p in requested.values() if not p), taken))
-    ports = {name: port or next(chosen) for name, port in requested.items()}
-    reserved = set(ports.values())
-
+    ports = _pick_ports(args)
     (state_dir / "logs").mkdir(exist_ok=True)
     token_path = state_dir / TOKEN_FILE
     token_path.write_text(secrets.token_hex(32))  # 256 bits, the format `ray get-auth-token` makes
     token_path.chmod(0o600)
-    temp_dir, temp_is_fallback = (None, False) if args.no_ray else ray_temp_dir(state_dir)
+    temp_dir, temp_is_fallback = (None, False) if args.no_ray else ray_nodes.ray_temp_dir(state_dir)
     state = {
         "state_dir": str(state_dir),
         "cwd": os.getcwd(),
@@ -415,43 +126,57 @@ def cmd_up(args: argparse.Namespace) -> int:
         "ray_temp_dir": str(temp_dir) if temp_dir else None,
         "ray_temp_dir_is_fallback": temp_is_fallback,
         "nodes": [] if args.no_ray else ["head"] + [f"worker_{i}" for i in range(1, args.workers + 1)],
+        "num_cpus": args.num_cpus,
+        "head_cpus": args.num_cpus if args.head_cpus is None else args.head_cpus,
+        "num_gpus": args.num_gpus,
+        "object_store_mb": args.object_store_mb,
+        "backend": None if args.no_mlflow else args.backend,
+        "artifacts": args.artifacts,
         "components": {},
     }
     save_state(state_dir, state)
-    env = process_env(token_path)
+    creds = _creds(state) if (args.backend == "postgres" or args.artifacts == "s3") else {}
     try:
-        for node in state["nodes"]:
-            start_ray_node(node, node == "head", state, args, env, reserved)
+        # Storage first: the MLflow server needs its database and bucket, the nodes their bucket.
+        if args.artifacts == "s3":
+            object_store.start(state, creds, args.timeout)
+        if pg_bin is not None:
+            postgres.start(state, pg_bin, creds["postgres_password"], args.timeout)
         if state["nodes"]:
-            alive = wait_for_nodes(state, len(state["nodes"]), args.timeout)
-            # node name (from its custom resource node_<name>) -> Ray node id
-            state["node_ids"] = {
-                next(k[len("node_"):] for k in n.get("resources_total", {}) if k.startswith("node_")): n["node_id"]
-                for n in alive
-            }
+            env = _node_env(state)
+            for node in state["nodes"]:
+                _start_node(state, node, env, args.timeout)
+            state["node_ids"] = ray_nodes.wait_for_nodes(state, state["nodes"], args.timeout)
         if not args.no_mlflow:
-            start_mlflow(state, args, env)
+            mlflow_server.start(state, ray_nodes.base_env(token_path), creds, args.timeout, args.mlflow_dir)
     except BaseException:  # noqa: BLE001 - whatever went wrong, leave nothing running
         print("mixup-sweep cluster: start failed, stopping what was started", file=sys.stderr)
         stop_processes(state, grace_s=5.0)
+        if "s3" in state["ports"]:
+            object_store.remove_sockets(state)
         save_state(state_dir, state)
         raise
     save_state(state_dir, state)
-    env_vars = client_env(state)
+    env_vars = client_env(state, creds or None)
     env_path = write_env_file(state_dir, env_vars)
-    parts = [] if args.no_ray else [f"{len(state['nodes'])} Ray nodes ({', '.join(state['nodes'])}), "
-                                    f"{args.num_cpus} CPU each"]
-    parts += [] if args.no_mlflow else [f"MLflow server (data in {state['mlflow_dir']})"]
+    parts = [] if args.no_ray else [
+        f"{len(state['nodes'])} Ray nodes ({', '.join(state['nodes'])}), {state['num_cpus']} CPU each"
+        + (f", head {state['head_cpus']}" if state["head_cpus"] != state["num_cpus"] else "")]
+    parts += [] if args.no_mlflow else [mlflow_server.describe(state)]
+    if args.artifacts == "s3":
+        parts.append(f"S3 endpoint {env_vars['AWS_ENDPOINT_URL']} (SeaweedFS, data in {object_store.data_dir(state)})")
+    if pg_bin is not None:
+        parts.append(f"PostgreSQL on {HOST}:{ports['postgres']} (data in {postgres.data_dir(state)})")
     print(f"# local cluster up: {'; '.join(parts)}")
     print(f"# state: {state_dir}   logs: {state_dir / 'logs'}" + ("" if args.no_ray else f"   Ray logs: {temp_dir}"))
     print(f"# run `source {env_path}` to use it:")
     for key, value in env_vars.items():
-        print(f"export {key}={value}")
+        print(shown(key, value, env_path))
     return 0
 
 
 # ----------------------------------------------------------------------------------------------
-# status / down
+# status / restart / down
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -462,7 +187,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 3
     found = cluster_processes(state)
     up = all(found.get(c) for c in state["components"])
-    token = Path(state["token_path"]).read_text().strip() if Path(state["token_path"]).exists() else None
     print(f"local cluster ({state_dir}): {'up' if up else 'DEGRADED' if any(found.values()) else 'down'}")
     for component, info in state["components"].items():
         procs = found.get(component, [])
@@ -472,20 +196,72 @@ def cmd_status(args: argparse.Namespace) -> int:
     if any(found.values()):
         if "dashboard" in state["ports"]:
             dash = f"http://{HOST}:{state['ports']['dashboard']}"
-            code, body = http_get(f"{dash}/api/v0/nodes?limit=100", token)
-            if code == 200:
-                nodes = json.loads(body)["data"]["result"]["result"]
-                alive = sum(1 for n in nodes if n.get("state") == "ALIVE")
-                print(f"  ray nodes alive  {alive} of {len(state['nodes'])} (dashboard {dash})")
+            alive = ray_nodes.alive_nodes(state)
+            if alive is not None:
+                # A killed node stays ALIVE until the GCS's health checks fail: count node names, not records.
+                names = {k for n in alive for k in n.get("resources_total", {}) if k.startswith("node_")}
+                print(f"  ray nodes alive  {len(names)} of {len(state['nodes'])} (dashboard {dash})")
             else:
-                print(f"  ray dashboard    not answering (HTTP {code}) at {dash}")
+                print(f"  ray dashboard    not answering at {dash}")
         if "mlflow" in state["ports"]:
             uri = f"http://{HOST}:{state['ports']['mlflow']}"
             ok = http_get(f"{uri}/health")[0] == 200
             print(f"  mlflow server    {'healthy' if ok else 'not answering'} at {uri}")
-        for key, value in client_env(state).items():
-            print(f"  export {key}={value}")
+        if "s3" in state["ports"]:
+            uri = f"http://{HOST}:{state['ports']['s3']}"
+            ok = http_get(f"{uri}/healthz")[0] == 200
+            print(f"  s3 endpoint      {'healthy' if ok else 'not answering'} at {uri}")
+        env_path = state_dir / ENV_FILE
+        has_secrets = state.get("backend") == "postgres" or state.get("artifacts") == "s3"
+        for key, value in client_env(state, _creds(state) if has_secrets else None).items():
+            print("  " + shown(key, value, env_path))
     return 0 if up else 1
+
+
+RESTARTABLE = "mlflow, postgres, s3, or a worker node (worker_1, ...)"
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Stop one component (as a crash, a preemption or a maintenance restart would) and start it again
+    on the same ports and data after --down-for seconds. The head node is not restartable: it is the
+    cluster (its GCS keeps the cluster's state)."""
+    state_dir = Path(args.state_dir).resolve()
+    state = load_state(state_dir)
+    if state is None:
+        raise ClusterError(f"no cluster in {state_dir}")
+    name = args.component
+    component = ray_nodes.component(name) if name in state.get("nodes", []) else name
+    if name == "head" or component not in state["components"]:
+        raise ClusterError(f"cannot restart {name!r}: choose {RESTARTABLE}")
+    sig = getattr(signal, f"SIG{args.signal}")
+    if component == postgres.COMPONENT and args.signal == "TERM":
+        survivors = postgres.stop(state)  # the postmaster's fast shutdown (SIGINT) stops its backends in order
+    elif component == postgres.COMPONENT:
+        survivors = stop_leader(state, component, sig, 5.0)
+    elif component == object_store.COMPONENT:
+        survivors = stop_processes(state, min(args.grace, 3.0), [component], first_signal=sig)  # see object_store.stop
+    else:
+        survivors = stop_processes(state, args.grace, [component], first_signal=sig)
+    if survivors:
+        raise ClusterError(f"{name} did not stop: pids {', '.join(str(p['pid']) for p in survivors)}")
+    if component == object_store.COMPONENT:
+        object_store.remove_sockets(state)
+    print(f"mixup-sweep cluster: {name} stopped (SIG{args.signal}); starting it again in {args.down_for:g} s",
+          flush=True)
+    time.sleep(args.down_for)
+    creds = _creds(state) if (state.get("backend") == "postgres" or state.get("artifacts") == "s3") else {}
+    if component == object_store.COMPONENT:
+        object_store.start(state, creds, args.timeout)
+    elif component == postgres.COMPONENT:
+        postgres.start(state, Path(state["postgres_bin"]), creds["postgres_password"], args.timeout)
+    elif component == mlflow_server.COMPONENT:
+        mlflow_server.start(state, ray_nodes.base_env(Path(state["token_path"])), creds, args.timeout)
+    else:
+        _start_node(state, name, _node_env(state), args.timeout)
+        state.setdefault("node_ids", {}).update(ray_nodes.wait_for_nodes(state, [name], args.timeout))
+    save_state(state_dir, state)
+    print(f"mixup-sweep cluster: {name} is up again")
+    return 0
 
 
 def cleanup_state(state_dir: Path, state: dict) -> None:
@@ -499,23 +275,39 @@ def cmd_down(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     state = load_state(state_dir)
     if state is None:
+        if args.purge:
+            _purge(state_dir)
         print(f"local cluster: nothing to stop (no state in {state_dir})")
         return 0
     count = sum(len(p) for p in cluster_processes(state).values())
-    survivors = stop_processes(state, grace_s=args.grace)
+    # The database last and in order (a fast shutdown), once nothing writes to it any more.
+    others = [c for c in state["components"] if c != postgres.COMPONENT]
+    survivors = stop_processes(state, args.grace, others + ["stray"])
+    survivors += postgres.stop(state) if postgres.COMPONENT in state["components"] else []
+    if "s3" in state["ports"]:
+        object_store.remove_sockets(state)
     if survivors:
         pids = ", ".join(str(p["pid"]) for p in survivors)
         raise ClusterError(f"processes still alive after SIGKILL: {pids}")
     cleanup_state(state_dir, state)
-    print(f"local cluster down: stopped {count} processes of {', '.join(state['components'])}")
+    if args.purge:
+        _purge(state_dir)
+    print(f"local cluster down: stopped {count} processes of {', '.join(state['components'])}"
+          + ("; data and credentials deleted" if args.purge else ""))
     return 0
+
+
+def _purge(state_dir: Path) -> None:
+    for name in ("mlflow", "postgres", "s3", "nodes", "ray", "logs"):
+        shutil.rmtree(state_dir / name, ignore_errors=True)
+    (state_dir / SECRETS_FILE).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    state_help = ("where pids, token, env file, logs and MLflow data live "
+    state_help = ("where pids, token, env file, logs and data live "
                   "(default: $MIXUP_CLUSTER_DIR, else ./.cluster)")
     # --state-dir is accepted before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
@@ -526,29 +318,57 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     up = sub.add_parser("up", parents=[common], help="start the Ray head, workers and MLflow server")
     up.add_argument("--workers", type=int, default=1, help="Ray worker nodes besides the head (default 1)")
     up.add_argument("--num-cpus", type=int, default=1, help="CPUs each node advertises (default 1)")
+    up.add_argument("--head-cpus", type=int, default=None,
+                    help="CPUs the head advertises (default: --num-cpus; 0 keeps trials off the head, "
+                         "as on a production cluster)")
     up.add_argument("--num-gpus", type=int, default=0, help="GPUs each node advertises (default 0)")
     up.add_argument("--object-store-mb", type=int, default=256, help="object store per node (default 256)")
+    up.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                    help="MLflow's backend store (default sqlite; postgres: a PostgreSQL server in STATE/postgres)")
+    up.add_argument("--artifacts", choices=("local", "s3"), default="local",
+                    help="where MLflow's artifacts and Ray Tune's storage live (default local: a directory "
+                         "every node shares; s3: an S3 endpoint on 127.0.0.1, nodes share no disk)")
+    up.add_argument("--postgres-bin", default=None, help="directory of PostgreSQL's initdb and postgres "
+                                                         "(default: PATH, else /usr/lib/postgresql/*/bin)")
     up.add_argument("--ray-port", type=int, default=0, help="head GCS port (default: a free one)")
     up.add_argument("--dashboard-port", type=int, default=0, help="dashboard / job API port (default: free)")
     up.add_argument("--client-port", type=int, default=0, help="Ray client server port (default: free)")
     up.add_argument("--mlflow-port", type=int, default=0, help="MLflow server port (default: free)")
+    up.add_argument("--postgres-port", type=int, default=0, help="PostgreSQL port (default: free)")
+    up.add_argument("--s3-port", type=int, default=0, help="S3 endpoint port (default: free)")
     up.add_argument("--mlflow-dir", default=None, help="MLflow SQLite db + artifacts (default STATE/mlflow)")
     up.add_argument("--no-mlflow", action="store_true", help="start only the Ray nodes")
     up.add_argument("--no-ray", action="store_true", help="start only the MLflow server")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     sub.add_parser("status", parents=[common], help="what runs, and the client environment")
+    restart = sub.add_parser("restart", parents=[common],
+                             help="stop one component and start it again (fault drills)")
+    restart.add_argument("component", help=f"what to restart: {RESTARTABLE}")
+    restart.add_argument("--down-for", type=float, default=0.0, help="seconds it stays down (default 0)")
+    restart.add_argument("--signal", choices=("TERM", "KILL", "INT"), default="TERM",
+                         help="how it is stopped (default TERM: a preemption's or an eviction's signal)")
+    restart.add_argument("--grace", type=float, default=10.0,
+                         help="seconds between the signal and SIGKILL (default 10)")
+    restart.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     down = sub.add_parser("down", parents=[common], help="stop exactly what `up` started")
     down.add_argument("--grace", type=float, default=5.0,
                       help="seconds between SIGTERM and SIGKILL (default 5)")
+    down.add_argument("--purge", action="store_true",
+                      help="also delete the cluster's data (MLflow, PostgreSQL, S3) and credentials")
     args = parser.parse_args(argv)
-    if args.command == "up" and (args.workers < 0 or args.num_cpus < 1 or args.num_gpus < 0):
-        parser.error("--workers must be >= 0, --num-cpus >= 1, --num-gpus >= 0")
+    if args.command == "up" and (args.workers < 0 or args.num_cpus < 1 or args.num_gpus < 0
+                                 or (args.head_cpus is not None and args.head_cpus < 0)):
+        parser.error("--workers must be >= 0, --num-cpus >= 1, --head-cpus >= 0, --num-gpus >= 0")
+    if args.command == "up" and args.no_ray and args.artifacts == "s3" and args.no_mlflow:
+        parser.error("--no-ray and --no-mlflow together start nothing")
+    if args.command == "restart" and args.down_for < 0:
+        parser.error("--down-for must be >= 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    handlers = {"up": cmd_up, "status": cmd_status, "down": cmd_down}
+    handlers = {"up": cmd_up, "status": cmd_status, "restart": cmd_restart, "down": cmd_down}
     try:
         return handlers[args.command](args)
     except ClusterError as err:
