@@ -37,6 +37,9 @@ BRANCHED_FROM_TAG = "mixup_sweep.branched_from"  # a branch: its trunk's run id
 BRANCH_EPOCH_TAG = "mixup_sweep.branch_epoch"
 NODE_TAG = "mixup_sweep.node"
 NODE_ID_TAG = "mixup_sweep.node_id"
+# child: every attempt of the trial, a JSON list of {"attempt", "node_id", "from_epoch", "from"}: where it
+# ran and what it started from ("start", a Ray "checkpoint", or its trunk's "branch_point").
+ATTEMPTS_TAG = "mixup_sweep.attempts"
 DEVICE_TAG = "mixup_sweep.device"
 GPU_IDS_TAG = "mixup_sweep.gpu_ids"
 METRIC_TAG = "mixup_sweep.metric"  # older parent runs: the selection metric and mode as tags

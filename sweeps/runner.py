@@ -98,14 +98,19 @@ def experiment_path(storage: str, name: str) -> str:
     return f"{storage}/{name}"
 
 
-def with_absolute_data_root(sweep: Sweep) -> Sweep:
-    """Trials run in Ray's per-trial working directories: a relative data.root (./data) means the
-    driver's directory, so make it absolute here (on clusters, use a path valid on every node)."""
+def with_absolute_data_root(sweep: Sweep, storage: str) -> Sweep:
+    """Trials run in Ray's per-trial working directories, so a relative data.root (./data) is made
+    absolute here. With local storage it means the driver's directory (a disk the nodes share); with
+    object storage (s3://: nodes share no disk) it means each trial's own node: ~/data under that
+    node's home, expanded by the trial there (the driver's directory does not exist on other nodes)."""
     root = sweep.base_trial["data"]["root"]
-    if "://" in root or os.path.isabs(root):
+    if "://" in root or os.path.isabs(root) or root.startswith("~"):
         return sweep
     base = copy.deepcopy(sweep.base_trial)
-    base["data"]["root"] = os.path.abspath(os.path.expanduser(root))
+    if "://" in storage:
+        base["data"]["root"] = "~/" + os.path.normpath(root)
+    else:
+        base["data"]["root"] = os.path.abspath(root)
     return dataclasses.replace(sweep, base_trial=base)
 
 
@@ -274,9 +279,9 @@ def _finish_in_store(client, sweep: Sweep, tracking_uri: str, parent_run_id: str
 
 def run_sweep(sweep: Sweep, address: Optional[str] = None, tracking_uri: Optional[str] = None,
               storage_path: Optional[str] = None) -> SweepOutcome:
-    sweep = with_absolute_data_root(sweep)
     target = tracking.resolve_tracking(tracking_uri)
     storage = storage_root(storage_path)
+    sweep = with_absolute_data_root(sweep, storage)
     path = experiment_path(storage, sweep.name)
     _refuse_existing(sweep.name, path)
     # One driver per sweep (lease.py): a second `run` started at the same moment is refused here,

@@ -39,7 +39,7 @@ from typing import Any, Optional
 from mixup_core import ConfigError, flatten
 
 from .keys import (
-    ERROR_TAG, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_TAG, RAY_TRIAL_TAG, ROLE_TAG, SPEC_ARTIFACT,
+    ATTEMPTS_TAG, ERROR_TAG, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_TAG, RAY_TRIAL_TAG, ROLE_TAG, SPEC_ARTIFACT,
     STORAGE_TAG, TRIAL_ID_TAG,
 )
 
@@ -294,6 +294,17 @@ class TrialRun:
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def record_attempt(self, node_id: str, from_epoch: int, source: str) -> None:
+        """Append this attempt to the run's attempts tag: a restarted trial shows where each attempt ran
+        and from which epoch it continued (0: from the start)."""
+        tags = self.client.get_run(self.run_id).data.tags
+        try:
+            attempts = json.loads(tags.get(ATTEMPTS_TAG, "[]"))
+        except ValueError:
+            attempts = []
+        attempts.append({"attempt": len(attempts) + 1, "node_id": node_id, "from_epoch": from_epoch, "from": source})
+        self.client.set_tag(self.run_id, ATTEMPTS_TAG, json.dumps(attempts[-40:]))  # MLflow caps a tag at 5000
 
     def log_epochs(self, rows: list[dict[str, Any]]) -> None:
         """Log epochs at step=epoch in as few batches as MLflow allows, skipping those already logged

@@ -66,17 +66,17 @@ def base_env(token_path: Path) -> dict[str, str]:
 
 def start_node(name: str, state: dict, num_cpus: int, num_gpus: int, object_store_mb: int,
                env: dict, timeout_s: float, reserved: Optional[set[int]] = None) -> int:
-    """Start one node with `ray start` in its own session; returns the session id. Its ports are
-    recorded, so a restarted node (`cluster restart worker_1`) comes back on the same ones."""
+    """Start one node with `ray start` in its own session; returns the session id."""
     python = Path(find_executable("ray")).parent / "python"
     python = str(python) if python.exists() else sys.executable
     dirs = node_dirs(state, name)
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
-    node_ports = state.setdefault("node_ports", {}).get(name)
-    if node_ports is None:
-        node_ports = free_ports(6, set(reserved or ()) | set(state["ports"].values()))
-        state["node_ports"][name] = node_ports
+    # Fresh ports on every start, a restart included: a replacement node at a dead node's address would
+    # be mistaken for it by clients that cache connections by address (placement groups then wait for ever).
+    used = {p for ports in state.get("node_ports", {}).values() for p in ports}
+    node_ports = free_ports(6, set(reserved or ()) | set(state["ports"].values()) | used)
+    state.setdefault("node_ports", {})[name] = node_ports
     node_port, object_port, agent_port, agent_grpc_port, metrics_port, runtime_env_port = node_ports
     cmd = [
         python, "-m", LOOPBACK_NODE_MODULE, "start",

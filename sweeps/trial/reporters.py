@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
 from ray import tune
 
 from ..keys import PLANNED_EPOCHS, SHARE_KEY
@@ -45,11 +46,23 @@ class RayReporter:
         self._last_report = float("-inf")
 
     def checkpoint_to_restore(self) -> Optional[Path]:
+        path = self._ray_checkpoint()
+        self._record_attempt(path, "checkpoint" if path is not None else "start")
+        return path
+
+    def _ray_checkpoint(self) -> Optional[Path]:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
         # Local storage: the directory itself; remote storage: downloaded, kept until the trial ends.
         return Path(self._stack.enter_context(checkpoint.as_directory()))
+
+    def _record_attempt(self, path: Optional[Path], source: str) -> None:
+        from mixup_core import read_history  # torch: imported in the trial process only
+
+        rows = read_history(path / "metrics.jsonl") if path is not None else []
+        self.run.record_attempt(ray.get_runtime_context().get_node_id(), int(rows[-1]["epoch"]) if rows else 0,
+                                source)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
         # MLflow before Ray's checkpoint: a crash before Ray persists it re-runs epochs that are already
@@ -83,9 +96,11 @@ class BranchingReporter(RayReporter):
     def checkpoint_to_restore(self) -> Optional[Path]:
         from mixup_core import read_history  # torch: imported in the trial process only
 
-        path = super().checkpoint_to_restore()
+        path, source = self._ray_checkpoint(), "checkpoint"
         if path is None and self.share["role"] == "branch":
             path = local_branch_point(self.share["root"], self.share["group"], self.share["epoch"], self._stack)
+            source = "branch_point"
+        self._record_attempt(path, source if path is not None else "start")
         if path is not None and self.share["role"] == "branch":
             self.run.log_epochs(read_history(path / "metrics.jsonl"))  # the inherited epochs 1..E
         return path
