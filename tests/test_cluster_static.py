@@ -267,3 +267,80 @@ def test_the_image_pins_a_ray_inside_the_tested_range():
     assert ray_req.specifier.contains(dockerfile_arg("RAY_VERSION")), (ray_req, dockerfile_arg("RAY_VERSION"))
     assert ray_req.specifier.contains(version("ray"))
     assert any(s.operator == "<" for s in ray_req.specifier), f"{ray_req}: no upper bound"
+
+
+# ----------------------------------------------------------------------------------------------
+# what is documented is what is tested: the deployment files use the flags, env names and storage
+# layout of `mixup-sweep cluster up --backend postgres --artifacts s3` (tests/test_production_backends.py)
+
+
+def topology_under_test() -> dict:
+    """The MLflow server's flags and environment, and the nodes' S3 environment, as the development
+    cluster builds them for the production backends."""
+    from sweeps.devcluster import mlflow_server, state
+
+    topology = {"state_dir": "/state", "backend": "postgres", "artifacts": "s3",
+                "ports": {"postgres": 5432, "s3": 9000, "mlflow": 5000}}
+    creds = {"postgres_password": "p", "s3_access_key": "k", "s3_secret_key": "s"}
+    return {
+        "server_env": mlflow_server.server_env(topology, {}, creds),
+        "node_env": state.s3_env(topology, creds),
+        "storage": state.SWEEP_STORAGE,
+        "buckets": (state.MLFLOW_BUCKET, state.RAY_BUCKET),
+        "destination": f"s3://{state.MLFLOW_BUCKET}/",
+    }
+
+
+def test_compose_runs_the_tested_mlflow_server():
+    tested = topology_under_test()
+    mlflow = load(COMPOSE)["services"]["mlflow"]
+    flags = " ".join(mlflow["command"])
+    assert "--serve-artifacts" in flags and f"--artifacts-destination={tested['destination']}" in flags
+    env = mlflow["environment"]
+    # The same variables the tested server gets (values: compose's own hosts and credentials).
+    assert set(tested["server_env"]) - {"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"} <= set(env), \
+        set(tested["server_env"]) - set(env)
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert tested["server_env"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert str(env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]).lower() == "false"
+
+
+def test_compose_ray_nodes_use_the_tested_storage_layout():
+    tested = topology_under_test()
+    compose = load(COMPOSE)
+    for name in ("ray-head", "ray-gpu-worker"):
+        env = compose["services"][name]["environment"]
+        assert set(tested["node_env"]) <= set(env), (name, set(tested["node_env"]) - set(env))
+        assert env["MIXUP_SWEEP_STORAGE"] == tested["storage"]
+        assert env["AWS_DEFAULT_REGION"] == tested["node_env"]["AWS_DEFAULT_REGION"]
+    head = compose["services"]["ray-head"]["command"]
+    assert "--num-cpus=0" in head  # as `cluster up --head-cpus 0`: the head runs the driver, no trials
+    buckets = " ".join(compose["services"]["minio-buckets"]["command"])
+    for bucket in tested["buckets"]:
+        assert f"store/{bucket}" in buckets
+
+
+def test_kuberay_uses_the_tested_env_names_and_layout():
+    tested = topology_under_test()
+    doc = load(RAYCLUSTER)
+    assert doc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for container in kube_containers(doc):
+        env = env_of(container)
+        storage = env["MIXUP_SWEEP_STORAGE"]["value"]
+        assert storage.startswith("s3://") and storage.endswith("/" + tested["storage"].rsplit("/", 1)[1])
+        assert "AWS_DEFAULT_REGION" in env
+        # The keys come from the Secret mixup-s3 under the names every S3 client reads.
+        assert {"secretRef": {"name": "mixup-s3"}} in container["envFrom"]
+    text = RAYCLUSTER.read_text()
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        assert key in text, key
+    assert f"--storage-path {storage}" in " ".join(load(RAYJOB)["spec"]["entrypoint"].split())
+
+
+def test_the_image_installs_the_servers_drivers_of_the_extras():
+    extras = pyproject()["project"]["optional-dependencies"]
+    dockerfile = DOCKERFILE.read_text()
+    for extra in ("postgres", "s3"):
+        for requirement in extras[extra]:
+            package = re.split(r"[<>=\[]", requirement)[0]
+            assert package in dockerfile, f"docker/Dockerfile does not install {package} (extra [{extra}])"

