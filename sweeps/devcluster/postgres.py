@@ -26,12 +26,16 @@ INSTALL_HINT = ("install PostgreSQL's server (Debian: apt-get install postgresql
 def server_binaries(bin_dir: Optional[str]) -> Path:
     """The directory holding `initdb`, `postgres` and `pg_isready`: --postgres-bin, else PATH, else
     Debian's /usr/lib/postgresql/<newest>/bin."""
-    candidates = [Path(bin_dir)] if bin_dir else []
-    for path in os.environ.get("PATH", "").split(os.pathsep):
-        candidates.append(Path(path))
-    candidates += SEARCH_DIRS
+    def complete(directory: Path) -> bool:
+        return all((directory / tool).is_file() for tool in ("initdb", "postgres", "pg_isready", "psql"))
+
+    if bin_dir:
+        if not complete(Path(bin_dir)):
+            raise ClusterError(f"--postgres-bin {bin_dir}: no initdb, postgres, pg_isready and psql there")
+        return Path(bin_dir)
+    candidates = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p] + SEARCH_DIRS
     for directory in candidates:
-        if all((directory / tool).is_file() for tool in ("initdb", "postgres", "pg_isready")):
+        if complete(directory):
             return directory
     raise ClusterError(f"no PostgreSQL server binaries found: {INSTALL_HINT}")
 
