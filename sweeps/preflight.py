@@ -218,8 +218,11 @@ def check_storage_path(storage_path: Optional[str]) -> None:
     if not storage_path and os.environ.get("MIXUP_SWEEP_STORAGE"):
         storage_path = os.environ["MIXUP_SWEEP_STORAGE"]
         flag = f"$MIXUP_SWEEP_STORAGE {storage_path}"
+    if storage_path and storage_path.startswith("s3://"):
+        check_object_storage(storage_path, flag)
+        return
     if storage_path and "://" in storage_path:
-        return  # s3://, gs://: Ray checks those itself
+        return  # gs://, ...: Ray checks those itself
     path = os.path.abspath(os.path.expanduser(storage_path or "ray_results"))
     flag = flag or f"storage {path}"
     probe = path
@@ -231,6 +234,41 @@ def check_storage_path(storage_path: Optional[str]) -> None:
         _check_writable_dir(path, f"{flag}: cannot write in {path}")
         return
     _check_writable_dir(probe, f"{flag}: cannot create {path}")
+
+
+def check_object_storage(uri: str, flag: str) -> None:
+    """An s3:// storage path must take a write now, not after Ray and MLflow runs have started: write
+    and delete a uniquely named probe object under it (seconds at most: one attempt, short timeouts).
+    The endpoint, region and keys are the ones Ray will use (AWS_ENDPOINT_URL, AWS_* or a role)."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    bucket_and_prefix = uri[len("s3://"):].split("?", 1)[0].rstrip("/")
+    bucket = bucket_and_prefix.split("/")[0]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")  # what Ray's pyarrow reads (from_uri); the constructor does not
+    where = f" at {endpoint}" if endpoint else ""
+    try:
+        fs = pafs.S3FileSystem(endpoint_override=endpoint, connect_timeout=3, request_timeout=10,
+                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise ConfigError(f"{flag}: cannot write there: the bucket {bucket!r} does not exist{where}")
+        probe = f"{bucket_and_prefix}/.mixup-sweep-probe-{uuid.uuid4().hex}"
+        with fs.open_output_stream(probe) as out:
+            out.write(b"probe")
+        fs.delete_file(probe)
+    except (OSError, ValueError) as e:
+        text = str(e)
+        if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text or "does not exist" in text:
+            why = f"the bucket {bucket!r} does not exist{where}"
+        elif any(code in text for code in ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY", "SIGNATURE",
+                                           "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden")):
+            why = f"access denied{where} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the role)"
+        elif "NETWORK_CONNECTION" in text or "curlCode" in text or "Timeout" in text:
+            why = f"cannot reach the S3 endpoint{where or ' (AWS_ENDPOINT_URL unset: AWS itself)'}"
+        else:
+            why = text.splitlines()[0][:300]
+        raise ConfigError(f"{flag}: cannot write there: {why}") from None
 
 
 def check_trial_data(sweep, address: Optional[str]) -> None:

@@ -42,7 +42,7 @@ from test_local_cluster import (
 pytestmark = pytest.mark.cluster
 
 NAME = "prod"
-EPOCHS = 30
+EPOCHS = 36
 SEEDS = [0, 1, 2]
 STOP_EPOCHS = [3, None]
 EPOCH_KEYS = ("train_loss", "val_acc", "test_acc", "mixup_active")
@@ -526,3 +526,27 @@ def test_each_backend_outage_was_mid_sweep_and_survived(scenario: Scenario, comp
     assert outage["running"], f"no trial was running while {component} was restarted"
     if component == "s3":
         assert outage["down_s"] >= 20
+
+
+def test_an_s3_storage_path_that_cannot_take_a_write_is_refused_before_anything_starts(prod: ProdCluster,
+                                                                                        tmp_path: Path):
+    from mlflow import MlflowClient
+
+    closed = subprocess.run(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); "
+                             "print(s.getsockname()[1])"], capture_output=True, text=True).stdout.strip()
+    cases = [
+        # (AWS answers HeadBucket 404: "the bucket ... does not exist"; SeaweedFS fails the write instead)
+        ({}, "s3://no-such-bucket/sweeps", "'no-such-bucket'"),
+        ({"AWS_SECRET_ACCESS_KEY": "not-the-key"}, prod.env["MIXUP_SWEEP_STORAGE"], "access denied"),
+        ({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed}"}, prod.env["MIXUP_SWEEP_STORAGE"],
+         "cannot reach the S3 endpoint"),
+    ]
+    for extra, storage, message in cases:
+        done = subprocess.run(cli_command() + ["run", "quickstart", "--storage-path", storage,
+                                               "--set", "name=refused_storage"],
+                              cwd=tmp_path, env={**prod.env, **extra}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (extra, done.stdout[-2000:], done.stderr[-2000:])
+        assert "cannot write there" in done.stderr and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert MlflowClient(prod.env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("refused_storage") is None
+    assert not s3_keys(prod, "ray-results", "sweeps/refused_storage")

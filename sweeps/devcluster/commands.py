@@ -257,8 +257,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     elif component == mlflow_server.COMPONENT:
         mlflow_server.start(state, ray_nodes.base_env(Path(state["token_path"])), creds, args.timeout)
     else:
+        before = frozenset(state.get("node_ids", {}).values())
         _start_node(state, name, _node_env(state), args.timeout)
-        state.setdefault("node_ids", {}).update(ray_nodes.wait_for_nodes(state, [name], args.timeout))
+        state.setdefault("node_ids", {}).update(ray_nodes.wait_for_nodes(state, [name], args.timeout, before))
     save_state(state_dir, state)
     print(f"mixup-sweep cluster: {name} is up again")
     return 0

@@ -132,12 +132,17 @@ def alive_nodes(state: dict) -> Optional[list[dict]]:
     return [n for n in json.loads(body)["data"]["result"]["result"] if n.get("state") == "ALIVE"]
 
 
-def wait_for_nodes(state: dict, names: list[str], timeout_s: float) -> dict[str, str]:
-    """Poll until every named node is alive; returns node name -> Ray node id (from node_<name>)."""
+def wait_for_nodes(state: dict, names: list[str], timeout_s: float, replaced: frozenset[str] = frozenset()
+                   ) -> dict[str, str]:
+    """Poll until every named node is alive; returns node name -> Ray node id (from node_<name>).
+    `replaced`: ids of nodes these replace, which the GCS may still list as alive for a while (until
+    their health checks fail) under the same name."""
     deadline = time.monotonic() + timeout_s
     seen: dict[str, str] = {}
     while time.monotonic() < deadline:
         for node in alive_nodes(state) or []:
+            if node["node_id"] in replaced:
+                continue
             for key in node.get("resources_total", {}):
                 if key.startswith("node_"):
                     seen[key[len("node_"):]] = node["node_id"]
