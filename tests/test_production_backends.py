@@ -20,7 +20,6 @@ One cluster and one sweep for the module (~4 min on 2 cores); each property is i
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil

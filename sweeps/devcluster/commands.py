@@ -41,8 +41,8 @@ from .processes import (
     HOST, ClusterError, cluster_processes, free_ports, http_get, port_in_use, stop_leader, stop_processes,
 )
 from .state import (
-    ENV_FILE, SECRETS_FILE, STATE_FILE, TOKEN_FILE, client_env, load_or_make_secrets, load_state, save_state,
-    shown, write_env_file,
+    ENV_FILE, SECRETS_FILE, STATE_FILE, TOKEN_FILE, client_env, load_or_make_secrets, load_state, s3_env,
+    save_state, shown, write_env_file,
 )
 
 
@@ -85,8 +85,6 @@ def _start_node(state: dict, name: str, env: dict, timeout_s: float) -> None:
 def _node_env(state: dict) -> dict[str, str]:
     env = ray_nodes.base_env(Path(state["token_path"]))
     if state.get("artifacts") == "s3":  # trials and drivers read and write Ray's storage on S3
-        from .state import s3_env
-
         env.update(s3_env(state, _creds(state)))
     return env
 
@@ -360,8 +358,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.command == "up" and (args.workers < 0 or args.num_cpus < 1 or args.num_gpus < 0
                                  or (args.head_cpus is not None and args.head_cpus < 0)):
         parser.error("--workers must be >= 0, --num-cpus >= 1, --head-cpus >= 0, --num-gpus >= 0")
-    if args.command == "up" and args.no_ray and args.artifacts == "s3" and args.no_mlflow:
-        parser.error("--no-ray and --no-mlflow together start nothing")
     if args.command == "restart" and args.down_for < 0:
         parser.error("--down-for must be >= 0")
     return args
