@@ -37,9 +37,9 @@ from .ray_compat.experiment_state import restored_trials
 from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
 from .ray_compat.fast_shutdown import kill_autoscaler_monitor
 from .ray_compat.resources import embedded_ray_cpus
+from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
 from .ray_compat.tensorboard_logger import tensorboard_logger
 from .ray_compat.worker_preload import preload_system_config
-from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
 from .spec import Sweep, metric_available, validate_sweep
 from .trial.context import TrialContext
 from .trial.trainable import train_trial
@@ -124,8 +124,8 @@ _ray_shutdown: Optional[threading.Thread] = None
 def shutdown_ray_in_background() -> None:
     """Once the trials are done Ray is not needed (the selection reads MLflow alone): its shutdown (it
     terminates its processes one after another, a second or more) runs while the driver closes the
-    sweep and prints the selection. A non-daemon thread: the interpreter waits for it before it exits,
-    and Ray's own shutdown at exit then finds nothing left to do."""
+    sweep and prints the selection. A non-daemon thread: `mixup-sweep` joins it before it leaves
+    (cli.py), as would the interpreter; Ray's own shutdown at exit then finds nothing left to do."""
     global _ray_shutdown
     import ray
 
