@@ -239,8 +239,10 @@ def test_sweep_spreads_over_both_nodes_and_logs_to_the_server(cluster: Cluster, 
     token = Path(cluster.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
     code, body = dashboard_get(cluster, "/api/v0/actors?limit=1000&detail=1", token)
     assert code == 200
-    trial_nodes = {a["node_id"] for a in body["data"]["result"]["result"] if a["class_name"] == "ImplicitFunc"}
-    assert trial_nodes == set(cluster.node_ids.values())
+    actors = body["data"]["result"]["result"]
+    # Tune's function-trainable actor: "ImplicitFunc", or qualified ("wrap_function.<locals>.ImplicitFunc").
+    trial_nodes = {a["node_id"] for a in actors if a["class_name"].rsplit(".", 1)[-1] == "ImplicitFunc"}
+    assert trial_nodes == set(cluster.node_ids.values()), [(a["class_name"], a["state"], a["node_id"][:8]) for a in actors]
 
     # ... and as each child run records it (tag set by the trainable from Ray's runtime context).
     run_nodes = [c.data.tags.get("mixup_sweep.node_id") for c in children]
