@@ -10,22 +10,15 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   surviving_checkpoint.py  a trial restored from the newest checkpoint that survives a driver crash
   asha.py                  ASHA's rung epochs, read from the scheduler
   resources.py             the CPUs an embedded Ray offers
-  runtime_env.py           no runtime_env for trial actors on an embedded Ray (credentials, prestarted workers)
+  runtime_env.py           credentials kept out of trial actors' runtime_env
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
-  tensorboard_logger.py    Tune's TensorBoard logger without torch in the driver
-  worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
-  fast_shutdown.py         an embedded Ray's shutdown without its one-second wait for the autoscaler monitor
-  fast_exit.py             (CPython, not Ray) leaving after a sweep without the interpreter's teardown
-  mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call
 """
 
 from __future__ import annotations
 
 import inspect
-import mmap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 
@@ -132,10 +125,6 @@ def _probe_env_vars_to_propagate() -> None:
     propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
     _require(isinstance(propagated, (set, frozenset)), "class_cache.ENV_VARS_TO_PROPAGATE (a set)")
     _require("AWS_ACCESS_KEY_ID" in propagated, "class_cache.ENV_VARS_TO_PROPAGATE holds the AWS credentials")
-    _require(isinstance(getattr(class_cache, "DEFAULT_ENV_VARS", None), dict), "class_cache.DEFAULT_ENV_VARS (a dict)")
-    source = inspect.getsource(class_cache._ActorClassCache.get)
-    _require("DEFAULT_ENV_VARS" in source and "ENV_VARS_TO_PROPAGATE" in source,
-             "_ActorClassCache.get builds the actor's env_vars from DEFAULT_ENV_VARS and ENV_VARS_TO_PROPAGATE")
 
 
 def _probe_mixins() -> None:
@@ -180,65 +169,6 @@ def _probe_quiet_output() -> None:
     _require(callable(getattr(CLIReporter, "_progress_str", None)), "CLIReporter._progress_str")
 
 
-def _probe_mlflow_bulk() -> None:
-    import mlflow.server
-    from mlflow import MlflowClient
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    from .mlflow_bulk import BULK_ENDPOINT, tracking_store
-
-    _require(hasattr(MlflowClient("http://127.0.0.1:1"), "_tracking_client"), "MlflowClient._tracking_client.store")
-    _require(type(tracking_store(MlflowClient("http://127.0.0.1:1"))).__name__ == "RestStore",
-             "MlflowClient(http URI)._tracking_client.store is a RestStore")
-    _require(_params(SqlAlchemyStore.get_metric_history_bulk) == ["run_ids", "metric_key", "max_results"],
-             "SqlAlchemyStore.get_metric_history_bulk(run_ids, metric_key, max_results)")
-    rules = {r.rule for r in mlflow.server.app.url_map.iter_rules()}
-    _require(any(rule.endswith(BULK_ENDPOINT) for rule in rules), f"mlflow server serves {BULK_ENDPOINT}")
-
-
-def _probe_worker_preload() -> None:
-    import ray
-    from ray._private.workers import default_worker
-
-    _require("worker_preload_modules" in inspect.getsource(default_worker),
-             "default_worker.py imports --worker-preload-modules before accepting work")
-    raylet = Path(ray.__file__).parent / "core" / "src" / "ray" / "raylet" / "raylet"
-    with raylet.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        _require(data.find(b"preload_python_modules") >= 0 and data.find(b"--worker-preload-modules=") >= 0,
-                 "the raylet knows the preload_python_modules setting and passes --worker-preload-modules")
-
-
-def _probe_tensorboard_logger() -> None:
-    import importlib.util
-
-    from ray.tune.utils import callback
-
-    _require("isinstance(callback, TBXLoggerCallback)" in inspect.getsource(callback._create_default_callbacks),
-             "Tune adds no TBXLoggerCallback of its own when the run's callbacks hold one")
-    spec = importlib.util.find_spec("tensorboardX.writer")
-    if spec is not None:  # installed: its torch import is the optional one
-        source = Path(spec.origin).read_text()
-        _require("try:\n    import torch" in source and "except ImportError" in source,
-                 "tensorboardX.writer imports torch optionally (try/except ImportError)")
-
-
-def _probe_fast_shutdown() -> None:
-    from ray._private import node, ray_constants, worker
-    from ray.autoscaler._private import monitor
-
-    _require(hasattr(worker, "_global_node"), "ray._private.worker._global_node")
-    _require("self.all_processes" in inspect.getsource(node.Node), "Node.all_processes")
-    _require(getattr(ray_constants, "PROCESS_TYPE_MONITOR", None) == "monitor", "ray_constants.PROCESS_TYPE_MONITOR")
-    _require("_handle_failure" in inspect.getsource(monitor.Monitor._signal_handler),
-             "the autoscaler monitor reports to the GCS on SIGTERM (why it is killed first)")
-
-
-def _probe_fast_exit() -> None:
-    import atexit
-
-    _require(callable(getattr(atexit, "_run_exitfuncs", None)), "atexit._run_exitfuncs()")
-
-
 INTERNALS: tuple[Internal, ...] = (
     Internal("ray.train._internal.storage.get_fs_and_path", "experiment_state", _probe_get_fs_and_path),
     Internal("ray.tune.execution.experiment_state._find_newest_experiment_checkpoint", "experiment_state",
@@ -250,20 +180,11 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("OptunaSearch._ot_trials", "optuna_search", _probe_optuna_trials),
     Internal("AsyncHyperBandScheduler._brackets[i]._rungs", "asha", _probe_asha_rungs),
     Internal("ray._private.utils.get_num_cpus", "resources", _probe_get_num_cpus),
-    Internal("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE / DEFAULT_ENV_VARS", "runtime_env",
-             _probe_env_vars_to_propagate),
+    Internal("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE", "runtime_env", _probe_env_vars_to_propagate),
     Internal("function trainable __mixins__ and Trainable.restore(checkpoint_result)", "surviving_checkpoint",
              _probe_mixins),
     Internal("ray._private.ray_constants.ENABLE_RAY_CLUSTER / services.resolve_ip_for_localhost", "loopback_node",
              _probe_loopback_node),
     Internal("ray.tune.tune / ray.train storage loggers, CLIReporter._progress_str", "quiet_output",
              _probe_quiet_output),
-    Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
-             "get-history-bulk endpoint", "mlflow_bulk", _probe_mlflow_bulk),
-    Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
-    Internal("ray._private.worker._global_node.all_processes[PROCESS_TYPE_MONITOR]", "fast_shutdown",
-             _probe_fast_shutdown),
-    Internal("tensorboardX.writer's optional torch import; Tune's TBX default", "tensorboard_logger",
-             _probe_tensorboard_logger),
-    Internal("the raylet's preload_python_modules (_system_config)", "worker_preload", _probe_worker_preload),
 )
