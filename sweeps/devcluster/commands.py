@@ -38,7 +38,7 @@ from pathlib import Path
 
 from . import mlflow_server, object_store, postgres, ray_nodes
 from .processes import (
-    HOST, ClusterError, cluster_processes, free_ports, http_get, port_in_use, stop_leader, stop_processes,
+    HOST, ClusterError, cluster_processes, free_ports, http_get, port_in_use, stop_processes,
 )
 from .state import (
     ENV_FILE, SECRETS_FILE, STATE_FILE, TOKEN_FILE, client_env, load_or_make_secrets, load_state, s3_env,
@@ -70,6 +70,9 @@ def _pick_ports(args: argparse.Namespace) -> dict[str, int]:
 
 
 def _creds(state: dict) -> dict[str, str]:
+    """The cluster's generated credentials; none for a cluster of SQLite and local artifacts."""
+    if state.get("backend") != "postgres" and state.get("artifacts") != "s3":
+        return {}
     return load_or_make_secrets(Path(state["state_dir"]))
 
 
@@ -133,7 +136,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "components": {},
     }
     save_state(state_dir, state)
-    creds = _creds(state) if (args.backend == "postgres" or args.artifacts == "s3") else {}
+    creds = _creds(state)
     try:
         # Storage first: the MLflow server needs its database and bucket, the nodes their bucket.
         if args.artifacts == "s3":
@@ -210,13 +213,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             ok = http_get(f"{uri}/healthz")[0] == 200
             print(f"  s3 endpoint      {'healthy' if ok else 'not answering'} at {uri}")
         env_path = state_dir / ENV_FILE
-        has_secrets = state.get("backend") == "postgres" or state.get("artifacts") == "s3"
-        for key, value in client_env(state, _creds(state) if has_secrets else None).items():
+        for key, value in client_env(state, _creds(state) or None).items():
             print("  " + shown(key, value, env_path))
     return 0 if up else 1
 
 
 RESTARTABLE = "mlflow, postgres, s3, or a worker node (worker_1, ...)"
+# A fast shutdown for the database (SIGINT to its postmaster); a short grace for SeaweedFS (its own
+# graceful stop takes ~25 s, and its data is synced per write). Others: SIGTERM, then SIGKILL.
+GRACEFUL_STOP = {postgres.COMPONENT: postgres.stop, object_store.COMPONENT: object_store.stop}
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -231,23 +236,19 @@ def cmd_restart(args: argparse.Namespace) -> int:
     component = ray_nodes.component(name) if name in state.get("nodes", []) else name
     if name == "head" or component not in state["components"]:
         raise ClusterError(f"cannot restart {name!r}: choose {RESTARTABLE}")
-    sig = getattr(signal, f"SIG{args.signal}")
-    if component == postgres.COMPONENT and args.signal == "TERM":
-        survivors = postgres.stop(state)  # the postmaster's fast shutdown (SIGINT) stops its backends in order
-    elif component == postgres.COMPONENT:
-        survivors = stop_leader(state, component, sig, 5.0)
-    elif component == object_store.COMPONENT:
-        survivors = stop_processes(state, min(args.grace, 3.0), [component], first_signal=sig)  # see object_store.stop
-    else:
-        survivors = stop_processes(state, args.grace, [component], first_signal=sig)
-    if survivors:
-        raise ClusterError(f"{name} did not stop: pids {', '.join(str(p['pid']) for p in survivors)}")
+    if args.signal == "TERM":  # each component's own graceful stop
+        survivors = GRACEFUL_STOP.get(component, lambda s: stop_processes(s, args.grace, [component]))(state)
+    else:  # KILL (a crash) or INT, as asked, to every process of the component
+        survivors = stop_processes(state, args.grace, [component], first_signal=getattr(signal, f"SIG{args.signal}"))
     if component == object_store.COMPONENT:
-        object_store.remove_sockets(state)
+        object_store.remove_sockets(state)  # SIGKILL leaves them; idempotent after a graceful stop
+    if survivors:
+        raise ClusterError(f"{name} did not stop: pids {', '.join(str(p['pid']) for p in survivors)} "
+                           f"(stuck in the kernel?); end them, then run `mixup-sweep cluster restart {name}` again")
     print(f"mixup-sweep cluster: {name} stopped (SIG{args.signal}); starting it again in {args.down_for:g} s",
           flush=True)
     time.sleep(args.down_for)
-    creds = _creds(state) if (state.get("backend") == "postgres" or state.get("artifacts") == "s3") else {}
+    creds = _creds(state)
     if component == object_store.COMPONENT:
         object_store.start(state, creds, args.timeout)
     elif component == postgres.COMPONENT:

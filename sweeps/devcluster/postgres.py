@@ -84,8 +84,7 @@ def _prepare_data_dir(state: dict, account: Optional[str]) -> Path:
                 f"running as root, PostgreSQL runs as '{account}', which cannot reach {data}: use a --state-dir "
                 f"whose parent directories others may search (e.g. under /tmp)")
         info = pwd.getpwnam(account)
-        for path in [data, *data.rglob("*")]:
-            os.chown(path, info.pw_uid, info.pw_gid)
+        os.chown(data, info.pw_uid, info.pw_gid)  # what is inside, initdb makes as that account
     return data
 
 

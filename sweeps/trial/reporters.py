@@ -47,7 +47,7 @@ class RayReporter:
 
     def checkpoint_to_restore(self) -> Optional[Path]:
         path = self._ray_checkpoint()
-        self._record_attempt(path, "checkpoint" if path is not None else "start")
+        self._record_attempt(_history_of(path), "checkpoint" if path is not None else "start")
         return path
 
     def _ray_checkpoint(self) -> Optional[Path]:
@@ -57,10 +57,8 @@ class RayReporter:
         # Local storage: the directory itself; remote storage: downloaded, kept until the trial ends.
         return Path(self._stack.enter_context(checkpoint.as_directory()))
 
-    def _record_attempt(self, path: Optional[Path], source: str) -> None:
-        from mixup_core import read_history  # torch: imported in the trial process only
-
-        rows = read_history(path / "metrics.jsonl") if path is not None else []
+    def _record_attempt(self, rows: list[dict[str, Any]], source: str) -> None:
+        """Where this attempt runs and the epoch it continues from (the last of the restored history)."""
         self.run.record_attempt(ray.get_runtime_context().get_node_id(), int(rows[-1]["epoch"]) if rows else 0,
                                 source)
 
@@ -94,15 +92,14 @@ class BranchingReporter(RayReporter):
         self.share = share
 
     def checkpoint_to_restore(self) -> Optional[Path]:
-        from mixup_core import read_history  # torch: imported in the trial process only
-
         path, source = self._ray_checkpoint(), "checkpoint"
         if path is None and self.share["role"] == "branch":
             path = local_branch_point(self.share["root"], self.share["group"], self.share["epoch"], self._stack)
             source = "branch_point"
-        self._record_attempt(path, source if path is not None else "start")
+        rows = _history_of(path)
+        self._record_attempt(rows, source if path is not None else "start")
         if path is not None and self.share["role"] == "branch":
-            self.run.log_epochs(read_history(path / "metrics.jsonl"))  # the inherited epochs 1..E
+            self.run.log_epochs(rows)  # the inherited epochs 1..E
         return path
 
     def needs_checkpoint(self, epoch: int) -> bool:
@@ -112,6 +109,13 @@ class BranchingReporter(RayReporter):
         if checkpoint_dir is not None and self.needs_checkpoint(int(metrics["epoch"])):
             write_branch_point(checkpoint_dir, self.share["root"], self.share["group"], int(metrics["epoch"]))
         super().report(metrics, checkpoint_dir)
+
+
+def _history_of(checkpoint: Optional[Path]) -> list[dict[str, Any]]:
+    """The epochs a checkpoint holds (its metrics.jsonl); none without a checkpoint."""
+    from mixup_core import read_history  # torch: imported in the trial process only
+
+    return read_history(checkpoint / "metrics.jsonl") if checkpoint is not None else []
 
 
 def make_reporter(config: dict[str, Any], run, stack: contextlib.ExitStack, planned_epochs: int,
