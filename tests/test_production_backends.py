@@ -331,11 +331,13 @@ def scenario(prod: ProdCluster, tmp_path_factory) -> Scenario:
         wait_for(lambda: [r for r in trials(prod) if r.status == "RUNNING" and r.last_epoch >= 1], 120,
                  "a running trial before the driver is killed", driver=job)
         pids = wait_for(lambda: driver_pids(prod), 30, "the driver process")
+        # What each trial had done when the driver died (taken first: killed trials are no longer RUNNING).
+        ev["driver_killed"] = {"attempts": {r.run_id: (r.status, len(attempts(prod, r.run_id)), r.last_epoch)
+                                            for r in trials(prod)}}
         kill(pids)
         mark("driver killed")
         job.expect_alive = False
         assert job.proc.wait(timeout=120) != 0, job.output()[-3000:]
-        ev["driver_killed"] = {"attempts": {r.run_id: (r.status, len(attempts(prod, r.run_id))) for r in trials(prod)}}
         for staged in Path(prod.state["ray_temp_dir"], "head").glob("session_*/artifacts"):
             shutil.rmtree(staged, ignore_errors=True)  # the driver's local staging of the experiment
         job = submit(prod, ["--resume", NAME], work, "resume.log")
@@ -511,8 +513,9 @@ def test_a_killed_driver_resumed_from_the_s3_state(prod: ProdCluster, scenario: 
                                where e.name = %s and t.value = 'sweep'""", NAME)
     assert parents == [(1,)]
     at_kill = scenario.events["driver_killed"]["attempts"]
-    finished = {run_id: n for run_id, (status, n) in at_kill.items() if status == "FINISHED"}
-    interrupted = [run_id for run_id, (status, _) in at_kill.items() if status == "RUNNING"]
+    finished = {run_id: n for run_id, (status, n, _) in at_kill.items() if status == "FINISHED"}
+    # Logged epoch 2 means epoch 1's checkpoint was in S3 (MLflow first, then Ray's checkpoint, then on).
+    interrupted = [run_id for run_id, (status, _, epoch) in at_kill.items() if status == "RUNNING" and epoch >= 2]
     assert interrupted, at_kill
     for run_id, n in finished.items():
         assert len(attempts(prod, run_id)) == n, (run_id, attempts(prod, run_id))
