@@ -24,6 +24,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,6 @@ def label_child_runs(client, children: list, label_keys: list[str]) -> int:
         if run.info.run_name != name:
             renames.append((run.info.run_id, name))
     if renames:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             list(pool.map(lambda r: client.set_tag(r[0], RUN_NAME_TAG, r[1]), renames))
     return len(renames)
@@ -184,30 +183,23 @@ def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str
     return metric, mode, True
 
 
-def _history(client, run_id: str, metric: str) -> dict[int, float]:
-    latest: dict[int, tuple[int, float]] = {}
-    for m in client.get_metric_history(run_id, metric):
-        if m.step not in latest or m.timestamp >= latest[m.step][0]:  # a resumed trial may re-log a step
-            latest[m.step] = (m.timestamp, m.value)
-    return {step: v for step, (_, v) in sorted(latest.items())}
+FETCH_THREADS = 8  # child-run renames in flight at once: each is one round trip to the store
 
 
-FETCH_THREADS = 8  # history requests in flight at once: each is one round trip to the store
+def _histories(client, wanted: list[tuple[str, str]], children: list) -> dict[tuple[str, str], dict[int, float]]:
+    """The metric histories the plots draw, in bulk (histories.py). A metric a run never logged (not
+    among its latest metrics, e.g. feat_common on data without it) has an empty history: not asked for."""
+    from .histories import fetch_histories
+
+    logged = {r.info.run_id: set(r.data.metrics) for r in children}
+    empty = {w for w in wanted if w[0] in logged and w[1] not in logged[w[0]]}
+    found = fetch_histories(client, [w for w in wanted if w not in empty])
+    return {w: {} if w in empty else found[w] for w in wanted}
 
 
-def _histories(client, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], dict[int, float]]:
-    """Metric histories of many runs, fetched side by side (MLflow has no public bulk call): at 2,000
-    trials one at a time they took minutes against a tracking server."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        return dict(zip(wanted, pool.map(lambda w: _history(client, *w), wanted)))
-
-
-def _unchanged_artifacts(client, parent_run_id: str, document: dict[str, Any]) -> list[str] | None:
-    """The artifact names already on the parent run when they hold this very selection (its
-    selection.json equals `document`: same trials, same numbers), else None. `best` run again on a
-    finished sweep then only prints: at 2,000 trials redrawing the curves costs most of its time."""
+def stored_selection(client, parent_run_id: str) -> tuple[list[str], Any] | None:
+    """(artifact names under selection/, the stored selection.json parsed) of the parent run, or None
+    when it holds none (or it cannot be read: then the selection is simply drawn again)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -216,24 +208,46 @@ def _unchanged_artifacts(client, parent_run_id: str, document: dict[str, Any]) -
             return None
         with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp:
             path = client.download_artifacts(parent_run_id, f"{ARTIFACT_DIR}/{JSON_ARTIFACT}", tmp)
-            same = json.loads(Path(path).read_text()) == json.loads(json.dumps(document))
+            return sorted(stored), json.loads(Path(path).read_text())
     except (MlflowException, OSError, ValueError):
         return None
-    return sorted(stored) if same else None
 
 
-def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[str, Any], report: str) -> list[str]:
-    """Store the selection on the parent run; returns the artifact paths. Idempotent (see module doc)."""
+def _in_background(fn, *args) -> Future:
+    """fn(*args) in a thread of its own; the caller reads .result() when it needs it."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _unchanged_artifacts(stored: tuple[list[str], Any] | None, document: dict[str, Any]) -> list[str] | None:
+    """The artifact names already on the parent run when they hold this very selection (its
+    selection.json equals `document`: same trials, same numbers), else None. `best` run again on a
+    finished sweep then only prints: at 2,000 trials redrawing the curves costs most of its time."""
+    if stored is None:
+        return None
+    names, previous = stored
+    return names if previous == json.loads(json.dumps(document)) else None
+
+
+def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[str, Any], report: str,
+                    children: list = (), stored: Future | None = None) -> list[str]:
+    """Store the selection on the parent run; returns the artifact paths. Idempotent (see module doc).
+    `stored`: stored_selection of the parent, already on its way (read here when not given)."""
     from mlflow.entities import Metric, RunTag
 
-    names = _unchanged_artifacts(client, parent_run_id, document)
+    names = _unchanged_artifacts(stored.result() if stored is not None else stored_selection(client, parent_run_id),
+                                 document)
     if names is None:  # a new or changed selection: draw it (the histories are most of `best`'s time)
         with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp:
             d = Path(tmp)
+            # The curves' histories arrive while the figures that need none are drawn.
+            fetched = _in_background(_histories, client, figures.histories_needed(sel), list(children))
             (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
             (d / TEXT_ARTIFACT).write_text("```\n" + report + "\n```\n")
-            histories = _histories(client, figures.histories_needed(sel))
-            figures.write_plots(sel, lambda run_id, metric: histories[(run_id, metric)], d)
+            figures.write_plots(sel, lambda run_id, metric: fetched.result()[(run_id, metric)], d)
             client.log_artifacts(parent_run_id, str(d), artifact_path=ARTIFACT_DIR)
             names = sorted(p.name for p in d.iterdir())
 
@@ -290,6 +304,7 @@ class _Outcome:
     document: dict[str, Any]
     report: str
     sweep_metric: bool  # False when --metric overrides the sweep's metric: shown, not stored
+    stored: Future | None = None  # stored_selection of the parent run, fetched while the trials are read
 
 
 def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None, metric: str | None,
@@ -298,11 +313,13 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
     client = _client(uri)
     eid, parent, n_parents = find_parent_run(client, name, run_id, uri)
     parent_id = parent.info.run_id
+    chosen_metric, mode, own = sweep_metric_and_mode(parent, metric)
+    # What the parent run holds already is read beside the trials (one round trip less after them).
+    stored = _in_background(stored_selection, client, parent_id) if own else None
     children = read_children(client, eid, parent_id)
     records = trial_records(children)
     if not records:
         raise SelectionError(f"sweep '{name}' (parent run {parent_id}) has no trial runs yet", exit_code=1)
-    chosen_metric, mode, own = sweep_metric_and_mode(parent, metric)
     sel = select(group_trials(records), chosen_metric, mode, label_keys=sweep_label_keys(parent))
     report = format_report(sel, name, parent_id, uri, wide=wide)
     if n_parents > 1:
@@ -313,7 +330,7 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
     # The verdict of the spec's `claim:` (claims.py), appended and written to the parent run.
     claim_text, document["claim"] = claim_section(client, parent, records, write=own)
     report += claim_text
-    return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own)
+    return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own, stored)
 
 
 def _write(o: _Outcome) -> tuple[list[str], str | None]:
@@ -329,7 +346,8 @@ def _write(o: _Outcome) -> tuple[list[str], str | None]:
     try:
         mark_as_training_runs(o.client, o.experiment)
         label_child_runs(o.client, o.children, list(o.sel.label_keys))
-        return write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report), None
+        return (write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report, o.children, o.stored),
+                None)
     except (MlflowException, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return [], f"could not write the selection onto parent run {o.parent_run_id}: {first_line}"

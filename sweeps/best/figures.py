@@ -53,20 +53,9 @@ def histories_needed(sel: Selection) -> list[tuple[str, str]]:
 
 
 def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]:
-    """Draw the selection's plots into `directory`; returns the files written."""
+    """Draw the selection's plots into `directory`; returns the files written. The learning curves are
+    drawn last: `history` is only called then (the caller fetches the histories meanwhile)."""
     written = []
-    groups = curve_groups(sel)
-    metrics = curve_metrics(sel)
-    curves = [plots.GroupCurves(
-        label=g.label,
-        histories={m: [h for rid in g.run_ids[:MAX_SEEDS_PER_CURVE] if (h := history(rid, m))] for m in metrics},
-        stop_epoch=g.stop_epoch,
-        is_best=g is sel.best,
-    ) for g in groups]
-    path = directory / CURVES_PLOT
-    plots.plot_learning_curves(curves, metrics, path)
-    written.append(path)
-
     keys = swept_keys(sel)
     if STOP_EPOCH_KEY in sel.varying_keys:
         combo_keys = [k for k in keys if k != STOP_EPOCH_KEY]
@@ -92,4 +81,16 @@ def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]
                            [format_value(col_key, v) for v in col_values],
                            f"{names[row_key]} = {row_key}", f"{names[col_key]} = {col_key}", sel.metric, path, best)
         written.append(path)
+
+    groups = curve_groups(sel)
+    metrics = curve_metrics(sel)
+    curves = [plots.GroupCurves(
+        label=g.label,
+        histories={m: [h for rid in g.run_ids[:MAX_SEEDS_PER_CURVE] if (h := history(rid, m))] for m in metrics},
+        stop_epoch=g.stop_epoch,
+        is_best=g is sel.best,
+    ) for g in groups]
+    path = directory / CURVES_PLOT
+    plots.plot_learning_curves(curves, metrics, path)
+    written.append(path)
     return written

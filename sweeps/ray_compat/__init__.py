@@ -13,6 +13,7 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   runtime_env.py           credentials kept out of trial actors' runtime_env
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
+  mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call
 """
 
 from __future__ import annotations
@@ -169,6 +170,22 @@ def _probe_quiet_output() -> None:
     _require(callable(getattr(CLIReporter, "_progress_str", None)), "CLIReporter._progress_str")
 
 
+def _probe_mlflow_bulk() -> None:
+    import mlflow.server
+    from mlflow import MlflowClient
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from .mlflow_bulk import BULK_ENDPOINT, tracking_store
+
+    _require(hasattr(MlflowClient("http://127.0.0.1:1"), "_tracking_client"), "MlflowClient._tracking_client.store")
+    _require(type(tracking_store(MlflowClient("http://127.0.0.1:1"))).__name__ == "RestStore",
+             "MlflowClient(http URI)._tracking_client.store is a RestStore")
+    _require(_params(SqlAlchemyStore.get_metric_history_bulk) == ["run_ids", "metric_key", "max_results"],
+             "SqlAlchemyStore.get_metric_history_bulk(run_ids, metric_key, max_results)")
+    rules = {r.rule for r in mlflow.server.app.url_map.iter_rules()}
+    _require(any(rule.endswith(BULK_ENDPOINT) for rule in rules), f"mlflow server serves {BULK_ENDPOINT}")
+
+
 INTERNALS: tuple[Internal, ...] = (
     Internal("ray.train._internal.storage.get_fs_and_path", "experiment_state", _probe_get_fs_and_path),
     Internal("ray.tune.execution.experiment_state._find_newest_experiment_checkpoint", "experiment_state",
@@ -187,4 +204,6 @@ INTERNALS: tuple[Internal, ...] = (
              _probe_loopback_node),
     Internal("ray.tune.tune / ray.train storage loggers, CLIReporter._progress_str", "quiet_output",
              _probe_quiet_output),
+    Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
+             "get-history-bulk endpoint", "mlflow_bulk", _probe_mlflow_bulk),
 )
