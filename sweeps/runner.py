@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
@@ -34,7 +35,7 @@ from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
 from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
-from .ray_compat.runtime_env import keep_credentials_out_of_runtime_env
+from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
 from .spec import Sweep, metric_available, validate_sweep
 from .trial.context import TrialContext
 from .trial.trainable import train_trial
@@ -118,10 +119,35 @@ def sweep_exists(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
+_ray_shutdown: Optional[threading.Thread] = None
+
+
+def shutdown_ray_in_background() -> None:
+    """Once the trials are done Ray is not needed (the selection reads MLflow alone): its shutdown (it
+    terminates its processes one after another, a second or more) runs while the driver closes the
+    sweep and prints the selection. A non-daemon thread: the interpreter waits for it before it exits,
+    and Ray's own shutdown at exit then finds nothing left to do."""
+    global _ray_shutdown
+    import ray
+
+    if ray.is_initialized() and _ray_shutdown is None:
+        _ray_shutdown = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+        _ray_shutdown.start()
+
+
+def join_ray_shutdown() -> None:
+    """Wait for a shutdown started by shutdown_ray_in_background (none: returns at once)."""
+    global _ray_shutdown
+    if _ray_shutdown is not None:
+        _ray_shutdown.join()
+        _ray_shutdown = None
+
+
 def start_ray(address: Optional[str]) -> None:
     import ray
 
     quiet_driver_output()
+    join_ray_shutdown()  # a shutdown still under way: Ray would seem up until it ends
     if ray.is_initialized():
         return
     address = cluster_address(address)
@@ -130,8 +156,9 @@ def start_ray(address: Optional[str]) -> None:
     else:
         # A new embedded single-node Ray (on loopback: see cli.py). address="local": never attach to a
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
+        inherit_environment_before_ray_init()
         ray.init(address="local", include_dashboard=False)
-        keep_credentials_out_of_runtime_env()
+        no_runtime_env_for_trial_actors()  # the trials start in the workers Ray prestarted
     stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 
 
@@ -403,6 +430,7 @@ def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: s
     try:
         start_ray(address)
         make_tuner().fit()
+        shutdown_ray_in_background()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable
         with contextlib.suppress(Exception):  # the store may be what failed
             client.set_terminated(parent_run_id, status="KILLED")

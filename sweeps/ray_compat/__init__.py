@@ -10,9 +10,10 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   surviving_checkpoint.py  a trial restored from the newest checkpoint that survives a driver crash
   asha.py                  ASHA's rung epochs, read from the scheduler
   resources.py             the CPUs an embedded Ray offers
-  runtime_env.py           credentials kept out of trial actors' runtime_env
+  runtime_env.py           no runtime_env for trial actors on an embedded Ray (credentials, prestarted workers)
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
+  fast_exit.py             (CPython, not Ray) leaving after a sweep without the interpreter's teardown
   mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call
 """
 
@@ -126,6 +127,10 @@ def _probe_env_vars_to_propagate() -> None:
     propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
     _require(isinstance(propagated, (set, frozenset)), "class_cache.ENV_VARS_TO_PROPAGATE (a set)")
     _require("AWS_ACCESS_KEY_ID" in propagated, "class_cache.ENV_VARS_TO_PROPAGATE holds the AWS credentials")
+    _require(isinstance(getattr(class_cache, "DEFAULT_ENV_VARS", None), dict), "class_cache.DEFAULT_ENV_VARS (a dict)")
+    source = inspect.getsource(class_cache._ActorClassCache.get)
+    _require("DEFAULT_ENV_VARS" in source and "ENV_VARS_TO_PROPAGATE" in source,
+             "_ActorClassCache.get builds the actor's env_vars from DEFAULT_ENV_VARS and ENV_VARS_TO_PROPAGATE")
 
 
 def _probe_mixins() -> None:
@@ -186,6 +191,12 @@ def _probe_mlflow_bulk() -> None:
     _require(any(rule.endswith(BULK_ENDPOINT) for rule in rules), f"mlflow server serves {BULK_ENDPOINT}")
 
 
+def _probe_fast_exit() -> None:
+    import atexit
+
+    _require(callable(getattr(atexit, "_run_exitfuncs", None)), "atexit._run_exitfuncs()")
+
+
 INTERNALS: tuple[Internal, ...] = (
     Internal("ray.train._internal.storage.get_fs_and_path", "experiment_state", _probe_get_fs_and_path),
     Internal("ray.tune.execution.experiment_state._find_newest_experiment_checkpoint", "experiment_state",
@@ -197,7 +208,8 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("OptunaSearch._ot_trials", "optuna_search", _probe_optuna_trials),
     Internal("AsyncHyperBandScheduler._brackets[i]._rungs", "asha", _probe_asha_rungs),
     Internal("ray._private.utils.get_num_cpus", "resources", _probe_get_num_cpus),
-    Internal("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE", "runtime_env", _probe_env_vars_to_propagate),
+    Internal("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE / DEFAULT_ENV_VARS", "runtime_env",
+             _probe_env_vars_to_propagate),
     Internal("function trainable __mixins__ and Trainable.restore(checkpoint_result)", "surviving_checkpoint",
              _probe_mixins),
     Internal("ray._private.ray_constants.ENABLE_RAY_CLUSTER / services.resolve_ip_for_localhost", "loopback_node",
@@ -206,4 +218,5 @@ INTERNALS: tuple[Internal, ...] = (
              _probe_quiet_output),
     Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
              "get-history-bulk endpoint", "mlflow_bulk", _probe_mlflow_bulk),
+    Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
 )
