@@ -20,7 +20,11 @@ that the parts are measured, not inferred:
                               (joined by the interpreter), atexit handlers (Ray's shutdown, unless it ran
                               already), the interpreter's own exit
 
-Fixed cost = wall - trials' span. Prints one JSON object (medians over --rounds per tree); never asserts.
+Fixed cost = wall - the trials' own work (training_s: each trial's run_trial timed warm in the
+benchmark's own process, one thread, the longer of the two, since they run side by side): the same
+subtraction for every tree. (wall - trials' span is printed too; it moves with where a tree does its
+imports: torch imports torch._dynamo at the first optimizer step, inside the span unless preloaded.)
+Prints one JSON object (medians over --rounds per tree); never asserts.
 
     python benchmarks/fixed_cost.py --tree before=/work/old --tree after=. --rounds 3
 """
@@ -75,6 +79,8 @@ def probe(argv: list[str]) -> int:
     atexit.register(_mark, "atexit_last")  # registered first: runs last
     cli = importlib.import_module("sweeps.cli")
     _mark("cli_imported")
+    if hasattr(cli, "_exit_after_sweep"):  # where main would return, in a tree that leaves from there
+        _wrap(cli, "_exit_after_sweep", "main_returned", None)
 
     hooks = {  # wrap a module's functions once it is imported (if ever)
         "sweeps.runner": lambda m: _wrap(m, "start_ray", "ray_init_start", "ray_init_end", once=True),
@@ -120,7 +126,26 @@ def sweep_spec(repo: Path) -> dict:
     return spec
 
 
-def one_round(tree: Path, spec: dict) -> dict:
+def training_time(spec: dict) -> float:
+    """The trials' own work, the same for every tree: each trial's run_trial in this process, warm
+    (imports, torch's lazy modules and the data path done by a first run), one thread as Ray gives a
+    1-CPU trial; the two run side by side in the sweep, so the longer of the two counts."""
+    import torch
+
+    from mixup_core import run_trial, validate_trial_config
+
+    torch.set_num_threads(1)
+    times = []
+    for seed in [0, *spec["grid"]["seed"]]:  # the first one warms up
+        cfg = validate_trial_config({**spec["trial"], "seed": seed}, source="fixed_cost")
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            run_trial(cfg, Path(out))
+            times.append(time.perf_counter() - start)
+    return max(times[1:])
+
+
+def one_round(tree: Path, spec: dict, training_s: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="fixed-cost-"))
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     marks = work / "marks.txt"
@@ -165,7 +190,8 @@ def one_round(tree: Path, spec: dict) -> dict:
         "exit: interpreter": end - t["atexit_last"],
     }
     parts = {k: round(v, 2) for k, v in parts.items()}
-    return {"wall_s": round(wall, 2), "fixed_cost_s": round(wall - (last - first), 2), "parts_s": parts,
+    return {"wall_s": round(wall, 2), "fixed_cost_s": round(wall - training_s, 2),
+            "wall_minus_span_s": round(wall - (last - first), 2), "parts_s": parts,
             "trials": len(runs), "work": str(work)}
 
 
@@ -177,22 +203,33 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
                         help="a source tree to time (PYTHONPATH); several: measured alternately (default: this one)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--wait-load", type=float, default=None, metavar="L",
+                        help="before each sweep, wait (up to 10 min) until the 1-minute load average is below L")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent.parent
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", str(here))]
     spec = sweep_spec(here)
+    training_s = training_time(spec)
     results: dict[str, list[dict]] = {label: [] for label, _ in trees}
     for _ in range(args.rounds):
         for label, path in trees:
-            results[label].append(one_round(Path(path).resolve(), spec))
+            if args.wait_load is not None:
+                deadline = time.time() + 600
+                while os.getloadavg()[0] >= args.wait_load and time.time() < deadline:
+                    time.sleep(5)
+            load = round(os.getloadavg()[0], 2)
+            results[label].append({**one_round(Path(path).resolve(), spec, training_s), "load_at_start": load})
             print(label, json.dumps(results[label][-1]), file=sys.stderr, flush=True)
-    summary = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "rounds": args.rounds, "trees": {}}
+    summary = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "rounds": args.rounds,
+               "training_s": round(training_s, 2), "trees": {}}
     for label, rounds in results.items():
         parts = {k: round(statistics.median(r["parts_s"][k] for r in rounds), 2) for k in rounds[0]["parts_s"]}
         summary["trees"][label] = {
             "wall_s": round(statistics.median(r["wall_s"] for r in rounds), 2),
             "fixed_cost_s": round(statistics.median(r["fixed_cost_s"] for r in rounds), 2),
             "fixed_cost_rounds_s": [r["fixed_cost_s"] for r in rounds],
+            "wall_minus_span_s": round(statistics.median(r["wall_minus_span_s"] for r in rounds), 2),
+            "load_at_start": [r["load_at_start"] for r in rounds],
             "parts_s (medians)": parts,
         }
     print(json.dumps(summary, indent=2))

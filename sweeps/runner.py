@@ -35,6 +35,10 @@ from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
 from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
+from .ray_compat.fast_shutdown import kill_autoscaler_monitor
+from .ray_compat.resources import embedded_ray_cpus
+from .ray_compat.tensorboard_logger import tensorboard_logger
+from .ray_compat.worker_preload import preload_system_config
 from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
 from .spec import Sweep, metric_available, validate_sweep
 from .trial.context import TrialContext
@@ -130,8 +134,12 @@ def shutdown_ray_in_background() -> None:
     global _ray_shutdown
     import ray
 
+    def shutdown() -> None:
+        kill_autoscaler_monitor()  # what Ray's shutdown does a second later (ray_compat/fast_shutdown.py)
+        ray.shutdown()
+
     if ray.is_initialized() and _ray_shutdown is None:
-        _ray_shutdown = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+        _ray_shutdown = threading.Thread(target=shutdown, name="ray-shutdown")
         _ray_shutdown.start()
 
 
@@ -143,7 +151,19 @@ def join_ray_shutdown() -> None:
         _ray_shutdown = None
 
 
-def start_ray(address: Optional[str]) -> None:
+TRIAL_PRELOAD = "sweeps.trial.preload"
+
+
+def preload_for(sweep: Sweep) -> list[str]:
+    """Modules the embedded Ray's workers import as they start: the trials' (trial/preload.py) when the
+    sweep's concurrent trials fill every CPU, so that every worker Ray prestarts (one per CPU) hosts a
+    trial; else none (idle workers would hold torch for nothing)."""
+    res = sweep.spec.resources
+    slots = min(sweep.spec.max_concurrent, ray_trial_count(sweep)) * res.cpu * res.pack
+    return [TRIAL_PRELOAD] if res.cpu > 0 and slots >= embedded_ray_cpus() else []
+
+
+def start_ray(address: Optional[str], preload: list[str] = ()) -> None:
     import ray
 
     quiet_driver_output()
@@ -157,7 +177,7 @@ def start_ray(address: Optional[str]) -> None:
         # A new embedded single-node Ray (on loopback: see cli.py). address="local": never attach to a
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
         inherit_environment_before_ray_init()
-        ray.init(address="local", include_dashboard=False)
+        ray.init(address="local", include_dashboard=False, _system_config=preload_system_config(list(preload)))
         no_runtime_env_for_trial_actors()  # the trials start in the workers Ray prestarted
     stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 
@@ -337,7 +357,7 @@ def _run_sweep(sweep: Sweep, address: Optional[str], target, storage: str, path:
         record_driver(client, parent_run_id, sweep.n_trials, total_epochs(sweep))
         return client, experiment_id, parent_run_id
 
-    client, experiment_id, parent_run_id = _while_ray_starts(address, open_sweep_run)
+    client, experiment_id, parent_run_id = _while_ray_starts(address, open_sweep_run, preload_for(sweep))
     print(f"MLflow: experiment {sweep.name!r}, sweep run {parent_run_id} at {target.uri}", file=sys.stderr)
     note = ignored_share_note(sweep)
     if note:
@@ -399,11 +419,11 @@ def _resume_sweep(name: str, address: Optional[str], target, storage: str, path:
         resume_errored=True,
         restart_errored=False,
         storage_filesystem=storage_filesystem(storage),
-    ), name)
+    ), name, preload_for(sweep))
     return _finish(client, sweep, target.uri, parent_run_id, path, experiment_id)
 
 
-def _while_ray_starts(address: Optional[str], open_sweep_run):
+def _while_ray_starts(address: Optional[str], open_sweep_run, preload: list[str] = ()):
     """Start Ray here while `open_sweep_run` (MLflow: its import, the store, the experiment and the parent
     run) runs in a thread: the two do not depend on each other, and each takes seconds (Ray mostly
     waits for the processes it spawns; a new SQLite store runs its schema migrations). Ray stays in the
@@ -411,7 +431,7 @@ def _while_ray_starts(address: Optional[str], open_sweep_run):
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
         opening = pool.submit(open_sweep_run)
         try:
-            start_ray(address)
+            start_ray(address, preload)
         except BaseException as e:
             with contextlib.suppress(Exception):  # the run was made for a sweep that never started
                 client, _, parent_run_id = opening.result()
@@ -426,9 +446,27 @@ def _nothing_to_resume(parent, restored, sweep: Sweep) -> bool:
             and all(t.status == "TERMINATED" for t in restored))
 
 
-def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: str = "NAME") -> None:
+# What the selection after the sweep imports (its plots: matplotlib, 0.8 s on 2 cores), imported while
+# the driver waits for the trials rather than after them.
+SELECTION_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg", "sweeps.best.command")
+
+
+def _import_in_background(*modules: str) -> None:
+    import importlib
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):  # the selection imports it again and says what failed
+                importlib.import_module(name)
+
+    threading.Thread(target=load, name="selection-imports", daemon=True).start()
+
+
+def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: str = "NAME",
+         preload: list[str] = ()) -> None:
     try:
-        start_ray(address)
+        start_ray(address, preload)
+        _import_in_background(*SELECTION_IMPORTS)
         make_tuner().fit()
         shutdown_ray_in_background()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable
@@ -456,6 +494,7 @@ def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: st
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=_progress_reporter(sweep),
         callbacks=[TrialRunCloser(tracking_uri, experiment_id, parent_run_id),
-                   SweepProgress(tracking_uri, parent_run_id, sweep.n_trials, total_epochs(sweep))],
+                   SweepProgress(tracking_uri, parent_run_id, sweep.n_trials, total_epochs(sweep)),
+                   *([tb] if (tb := tensorboard_logger()) is not None else [])],
         verbose=1,
     )

@@ -13,6 +13,9 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   runtime_env.py           no runtime_env for trial actors on an embedded Ray (credentials, prestarted workers)
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
+  tensorboard_logger.py    Tune's TensorBoard logger without torch in the driver
+  worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
+  fast_shutdown.py         an embedded Ray's shutdown without its one-second wait for the autoscaler monitor
   fast_exit.py             (CPython, not Ray) leaving after a sweep without the interpreter's teardown
   mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call
 """
@@ -20,7 +23,9 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
 from __future__ import annotations
 
 import inspect
+import mmap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 
@@ -191,6 +196,43 @@ def _probe_mlflow_bulk() -> None:
     _require(any(rule.endswith(BULK_ENDPOINT) for rule in rules), f"mlflow server serves {BULK_ENDPOINT}")
 
 
+def _probe_worker_preload() -> None:
+    import ray
+    from ray._private.workers import default_worker
+
+    _require("worker_preload_modules" in inspect.getsource(default_worker),
+             "default_worker.py imports --worker-preload-modules before accepting work")
+    raylet = Path(ray.__file__).parent / "core" / "src" / "ray" / "raylet" / "raylet"
+    with raylet.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        _require(data.find(b"preload_python_modules") >= 0 and data.find(b"--worker-preload-modules=") >= 0,
+                 "the raylet knows the preload_python_modules setting and passes --worker-preload-modules")
+
+
+def _probe_tensorboard_logger() -> None:
+    import importlib.util
+
+    from ray.tune.utils import callback
+
+    _require("isinstance(callback, TBXLoggerCallback)" in inspect.getsource(callback._create_default_callbacks),
+             "Tune adds no TBXLoggerCallback of its own when the run's callbacks hold one")
+    spec = importlib.util.find_spec("tensorboardX.writer")
+    if spec is not None:  # installed: its torch import is the optional one
+        source = Path(spec.origin).read_text()
+        _require("try:\n    import torch" in source and "except ImportError" in source,
+                 "tensorboardX.writer imports torch optionally (try/except ImportError)")
+
+
+def _probe_fast_shutdown() -> None:
+    from ray._private import node, ray_constants, worker
+    from ray.autoscaler._private import monitor
+
+    _require(hasattr(worker, "_global_node"), "ray._private.worker._global_node")
+    _require("self.all_processes" in inspect.getsource(node.Node), "Node.all_processes")
+    _require(getattr(ray_constants, "PROCESS_TYPE_MONITOR", None) == "monitor", "ray_constants.PROCESS_TYPE_MONITOR")
+    _require("_handle_failure" in inspect.getsource(monitor.Monitor._signal_handler),
+             "the autoscaler monitor reports to the GCS on SIGTERM (why it is killed first)")
+
+
 def _probe_fast_exit() -> None:
     import atexit
 
@@ -219,4 +261,9 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
              "get-history-bulk endpoint", "mlflow_bulk", _probe_mlflow_bulk),
     Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
+    Internal("ray._private.worker._global_node.all_processes[PROCESS_TYPE_MONITOR]", "fast_shutdown",
+             _probe_fast_shutdown),
+    Internal("tensorboardX.writer's optional torch import; Tune's TBX default", "tensorboard_logger",
+             _probe_tensorboard_logger),
+    Internal("the raylet's preload_python_modules (_system_config)", "worker_preload", _probe_worker_preload),
 )
