@@ -10,7 +10,7 @@ The API the sweep layer uses, importable from the package itself:
                   Reporter, LocalReporter                      how a runner hears epochs (reporting.py)
   outputs         read_history, latest_checkpoint, latest_intact_checkpoint, load_checkpoint (verifies
                   the checksums first), verify_checkpoint, CheckpointError, HISTORY_FILE, summarize
-  devices, data   resolve_device, load_npz_arrays
+  devices, data   resolve_device, limit_cpu_threads, load_npz_arrays
   files           find_yaml, bundled_names (a YAML named by path or bundled name)
 
 Names are resolved on first use (PEP 562): `from mixup_core import ConfigError` does not import torch,
@@ -49,6 +49,7 @@ _EXPORTS = {
     "HISTORY_FILE": "checkpoint",
     "summarize": "outputs",
     "resolve_device": "device",
+    "limit_cpu_threads": "device",
     "load_npz_arrays": "data.npz",
     "find_yaml": "named_yaml",
     "bundled_names": "named_yaml",

@@ -18,6 +18,16 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
+def limit_cpu_threads(cpus: float) -> int:
+    """Let torch's CPU kernels use as many threads as the trial has CPUs (at least one), and return
+    that number. torch otherwise sizes its pool from the machine or from OMP_NUM_THREADS as it was
+    when torch loaded, and a runner may load torch before it knows a trial's share (two trials each
+    with a pool of every core spin against each other: ten times slower on 2 cores)."""
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def autocast_context(precision: str, device: torch.device):
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     if use_bf16:

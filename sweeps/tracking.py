@@ -105,8 +105,30 @@ def client_for(uri: str, create: bool = True):
     # Opening a SQLite store creates or migrates its schema; two sweeps started at once into a new
     # store would race on that (alembic fails half-way). One process at a time, per file.
     with _store_lock(uri):
+        return _open_sqlite_store(uri)
+
+
+def _open_sqlite_store(uri: str):
+    """Open (creating or migrating its schema) the SQLite store at `uri`; a new one is copied from
+    the empty template where there is one, else built by MLflow and kept as the template
+    (sqlite_template.py). Under the store's lock."""
+    from mlflow import MlflowClient
+
+    from . import sqlite_template
+
+    db = Path(uri[len("sqlite:///"):])
+    new = not db.exists()
+    copied = new and sqlite_template.copy_template(db)
+    try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # opens the store: creates/migrates the schema
+    except Exception:
+        if copied:  # the template passed its checks yet MLflow refuses the copy: never use it again
+            sqlite_template.discard_template()
+            sqlite_template.remove_store(db)
+        raise
+    if new and not copied:
+        sqlite_template.keep_as_template(db)
     return client
 
 

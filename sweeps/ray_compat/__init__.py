@@ -13,7 +13,6 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   runtime_env.py           no runtime_env for trial actors on an embedded Ray (credentials, prestarted workers)
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
-  tensorboard_logger.py    Tune's TensorBoard logger without torch in the driver
   worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
   fast_shutdown.py         an embedded Ray's shutdown without its one-second wait for the autoscaler monitor
   fast_exit.py             (CPython, not Ray) leaving after a sweep without the interpreter's teardown
@@ -208,20 +207,6 @@ def _probe_worker_preload() -> None:
                  "the raylet knows the preload_python_modules setting and passes --worker-preload-modules")
 
 
-def _probe_tensorboard_logger() -> None:
-    import importlib.util
-
-    from ray.tune.utils import callback
-
-    _require("isinstance(callback, TBXLoggerCallback)" in inspect.getsource(callback._create_default_callbacks),
-             "Tune adds no TBXLoggerCallback of its own when the run's callbacks hold one")
-    spec = importlib.util.find_spec("tensorboardX.writer")
-    if spec is not None:  # installed: its torch import is the optional one
-        source = Path(spec.origin).read_text()
-        _require("try:\n    import torch" in source and "except ImportError" in source,
-                 "tensorboardX.writer imports torch optionally (try/except ImportError)")
-
-
 def _probe_fast_shutdown() -> None:
     from ray._private import node, ray_constants, worker
     from ray.autoscaler._private import monitor
@@ -263,7 +248,5 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
     Internal("ray._private.worker._global_node.all_processes[PROCESS_TYPE_MONITOR]", "fast_shutdown",
              _probe_fast_shutdown),
-    Internal("tensorboardX.writer's optional torch import; Tune's TBX default", "tensorboard_logger",
-             _probe_tensorboard_logger),
     Internal("the raylet's preload_python_modules (_system_config)", "worker_preload", _probe_worker_preload),
 )
