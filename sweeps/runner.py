@@ -31,6 +31,7 @@ from .labels import sweep_label_keys
 from .monitor.progress import SweepProgress, record_driver
 from .plan.packs import packs_trials
 from .plan.ray_trials import ray_trial_count, total_epochs
+from .background_imports import PLOTTING, import_in_background
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
@@ -448,27 +449,15 @@ def _nothing_to_resume(parent, restored, sweep: Sweep) -> bool:
             and all(t.status == "TERMINATED" for t in restored))
 
 
-# What the selection after the sweep imports (its plots: matplotlib, 0.8 s on 2 cores), imported while
-# the driver waits for the trials rather than after them.
-SELECTION_IMPORTS = ("matplotlib.figure", "matplotlib.backends.backend_agg", "sweeps.best.command")
-
-
-def _import_in_background(*modules: str) -> None:
-    import importlib
-
-    def load() -> None:
-        for name in modules:
-            with contextlib.suppress(Exception):  # the selection imports it again and says what failed
-                importlib.import_module(name)
-
-    threading.Thread(target=load, name="selection-imports", daemon=True).start()
+# What the selection after the sweep imports, imported while the driver waits for the trials.
+SELECTION_IMPORTS = (*PLOTTING, "sweeps.best.command")
 
 
 def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: str = "NAME",
          preload: list[str] = ()) -> None:
     try:
         start_ray(address, preload)
-        _import_in_background(*SELECTION_IMPORTS)
+        import_in_background(*SELECTION_IMPORTS)
         make_tuner().fit()
         shutdown_ray_in_background()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable

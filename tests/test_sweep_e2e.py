@@ -84,6 +84,8 @@ def test_grid_sweep_creates_parent_and_one_child_run_per_trial(grid_sweep):
         assert set(run.data.params) == all_keys  # the flattened trial configuration
         assert run.data.tags["mixup_sweep.device"] == "cpu" and run.data.tags["mixup_sweep.gpu_ids"] == "none"
         assert run.data.tags["mixup_sweep.node"] == "127.0.0.1"  # the embedded Ray stays on loopback
+        # a 1-CPU trial's torch uses one thread, even in a worker that loaded torch before the trial came
+        assert run.data.tags["mixup_sweep.cpu_threads"] == "1"
         p = run.data.params
         points.add((p["mixup.stop_epoch"], p["seed"], p["train.lr"]))
     assert points == {("0", "0", "0.5"), ("0", "1", "0.5"), ("2", "0", "0.5"), ("2", "1", "0.5"),

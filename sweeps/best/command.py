@@ -21,6 +21,7 @@ look must not replace the sweep's recorded choice.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -68,6 +69,9 @@ def resolve_store(tracking_uri: str | None) -> str:
 def _client(uri: str):
     from ..tracking import client_for
 
+    # MLflow draws a progress bar on stderr for every artifact download (the stored selection): noise
+    # in a command's output. A user who wants it sets the variable.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return client_for(uri)
 
 

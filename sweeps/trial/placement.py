@@ -1,14 +1,29 @@
-"""Tags that say where a trial attempt ran: the node, the GPUs Ray assigned (Ray sets
-CUDA_VISIBLE_DEVICES to them) and the device the trial trains on (`train.device: auto` picks the
-assigned GPU)."""
+"""Where a trial attempt runs, and the tags that say so: the node, the GPUs Ray assigned (Ray sets
+CUDA_VISIBLE_DEVICES to them), the device the trial trains on (`train.device: auto` picks the
+assigned GPU) and the CPU threads its torch uses (as many as the CPUs Ray assigned)."""
 
 from __future__ import annotations
 
-from ..keys import DEVICE_TAG, GPU_IDS_TAG, NODE_ID_TAG, NODE_TAG
+from ..keys import CPU_THREADS_TAG, DEVICE_TAG, GPU_IDS_TAG, NODE_ID_TAG, NODE_TAG
+
+
+def use_assigned_cpus() -> None:
+    """torch's CPU threads = the CPUs Ray gave this trial (a pack: all of its share), whatever the
+    worker process imported before the trial reached it (a preloaded worker loaded torch with a pool
+    of every core). A trial Ray gave no CPU keeps torch's default."""
+    import ray
+
+    from mixup_core import limit_cpu_threads
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        limit_cpu_threads(cpus)
 
 
 def placement_tags(device_choice: str) -> dict[str, str]:
     import ray
+
+    import torch
 
     from mixup_core import resolve_device  # torch: imported in the trial process only
 
@@ -19,4 +34,5 @@ def placement_tags(device_choice: str) -> dict[str, str]:
         NODE_ID_TAG: context.get_node_id(),
         DEVICE_TAG: str(resolve_device(device_choice)),
         GPU_IDS_TAG: ",".join(map(str, gpus)) or "none",
+        CPU_THREADS_TAG: str(torch.get_num_threads()),
     }

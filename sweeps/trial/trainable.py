@@ -29,7 +29,7 @@ from ..ray_compat.surviving_checkpoint import restores_from_surviving_checkpoint
 from ..tracking import TrialRun, error_line, find_trial_run
 from .context import TrialContext
 from .packed import train_pack
-from .placement import placement_tags
+from .placement import placement_tags, use_assigned_cpus
 from .reporters import ReportPolicy, make_reporter
 
 
@@ -80,25 +80,13 @@ def _quiet_sigterm_in_finalizers() -> None:
 
 # A trial whose checkpoint Ray deleted just before a driver crash resumes from the newest surviving one.
 @restores_from_surviving_checkpoint
-def use_assigned_cpus() -> None:
-    """torch's CPU threads = the CPUs Ray gave this trial (a pack: all of its share), whatever the
-    worker process imported before the trial reached it."""
-    import ray
-
-    from mixup_core import limit_cpu_threads
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus:
-        limit_cpu_threads(cpus)
-
-
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     _quiet_sigterm_in_finalizers()
     quiet_trial_output()
     # torch is imported in the trial process only (the driver imports this module too).
     from mixup_core import latest_checkpoint, read_history, run_trial
 
-    use_assigned_cpus()
+    use_assigned_cpus()  # before a pack's trials too
     trial_id = tune.get_context().get_trial_id()
     if PACK_KEY in config:  # several trials in this process
         return train_pack(config, context, trial_id)
