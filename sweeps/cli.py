@@ -175,11 +175,18 @@ def _owner_only_files() -> None:
 def _exit_after_sweep(code: int) -> None:
     """The program (not a caller passing argv, e.g. a test) ends here once a sweep ran: Ray's shutdown
     (its thread, runner.py) is joined, the atexit handlers run, then the process ends without the
-    interpreter's teardown of thousands of modules (ray_compat/fast_exit.py): 0.5-1.5 s less."""
-    from .ray_compat.fast_exit import exit_now
-    from .runner import join_ray_shutdown
+    interpreter's teardown of thousands of modules (ray_compat/fast_exit.py): 0.5-1.5 s less.
+    Ctrl-C and SIGTERM are ignored meanwhile (a second or two): the sweep is over and its outcome
+    printed, so a signal now must not turn its exit code into an interruption's."""
+    import signal
 
-    join_ray_shutdown()
+    from .ray_compat.fast_exit import exit_now
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    runner = sys.modules.get("sweeps.runner")  # not imported (e.g. --dry-run): no Ray to wait for
+    if runner is not None:
+        runner.join_ray_shutdown()
     exit_now(code)
 
 

@@ -30,7 +30,7 @@ from .atomic_storage import storage_filesystem
 from .labels import sweep_label_keys
 from .monitor.progress import SweepProgress, record_driver
 from .plan.packs import packs_trials
-from .plan.ray_trials import ray_trial_count, total_epochs
+from .plan.ray_trials import concurrent_ray_trials, ray_trial_count, total_epochs
 from .background_imports import PLOTTING, import_in_background
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
@@ -159,7 +159,7 @@ def preload_for(sweep: Sweep) -> list[str]:
     sweep's concurrent trials fill every CPU, so that every worker Ray prestarts (one per CPU) hosts a
     trial; else none (idle workers would hold torch for nothing)."""
     res = sweep.spec.resources
-    slots = min(sweep.spec.max_concurrent, ray_trial_count(sweep)) * res.cpu * res.pack
+    slots = min(concurrent_ray_trials(sweep), ray_trial_count(sweep)) * res.cpu * res.pack
     return [TRIAL_PRELOAD] if res.cpu > 0 and slots >= embedded_ray_cpus() else []
 
 
@@ -167,6 +167,9 @@ def start_ray(address: Optional[str], preload: list[str] = ()) -> None:
     import ray
 
     quiet_driver_output()
+    # Tune adds no result logger of its own (_result_loggers gives JSON and CSV): for a run, and for a
+    # resume, whose run config (and its loggers) Tune reads back from the experiment.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     join_ray_shutdown()  # a shutdown still under way: Ray would seem up until it ends
     if ray.is_initialized():
         return
@@ -478,11 +481,11 @@ def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: s
 def _result_loggers() -> list:
     """Ray Tune's JSON and CSV result files (result.json, progress.csv), without its TensorBoard logger,
     which MLflow makes redundant and whose tensorboardX import brings torch into the driver (1.5 s on 2
-    cores before the first trial). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 (Tune's own switch) keeps Tune
-    from adding it back; a user who sets it to 0 gets Tune's defaults."""
+    cores before the first trial). Tune's own switch TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 (start_ray)
+    keeps it from adding the TensorBoard logger back; a user who sets it to 0 gets it.
+    """
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 

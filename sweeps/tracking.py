@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,8 @@ def _open_sqlite_store(uri: str):
         if copied:  # the template passed its checks yet MLflow refuses the copy: never use it again
             sqlite_template.discard_template()
             sqlite_template.remove_store(db)
+            print(f"mixup-sweep: MLflow refused the new store {db}, a copy of the cached empty store "
+                  f"{sqlite_template.template_path()}; both are removed: run the command again", file=sys.stderr)
         raise
     if new and not copied:
         sqlite_template.keep_as_template(db)

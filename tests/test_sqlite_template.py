@@ -23,14 +23,19 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache" / "mixup-sweeps"
 
 
-def open_store_in_new_process(db: Path, cache_home: Path) -> str:
-    """Open the store as the driver does, in a fresh interpreter (MLflow caches engines per process);
-    returns what MLflow logged."""
-    code = "import sys; from sweeps.tracking import client_for; client_for(sys.argv[1])"
-    done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}"], capture_output=True, text=True,
-                          env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"}, cwd=db.parent, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stderr
+REPO = Path(__file__).resolve().parents[1]
+
+
+def open_store_in_new_process(db: Path, cache_home: Path, umask: int = 0o077, check: bool = True):
+    """Open the store as the driver does, in a fresh interpreter (MLflow caches engines per process),
+    under `umask`; returns the finished process (its stderr: what MLflow and we logged)."""
+    code = "import os, sys; os.umask(int(sys.argv[2], 8)); from sweeps.tracking import client_for; client_for(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}", oct(umask)], capture_output=True, text=True,
+                          env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+                          cwd=db.parent, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
 
 
 def schema(db: Path) -> tuple[list, list]:
@@ -55,10 +60,10 @@ def test_a_store_from_the_template_is_the_store_mlflow_builds(tmp_path, cache):
     built, copied = tmp_path / "built" / "mlflow.db", tmp_path / "copied" / "mlflow.db"
     built.parent.mkdir()
     copied.parent.mkdir()
-    assert BUILDING in open_store_in_new_process(built, cache.parent)  # no template yet: MLflow migrates
-    assert BUILDING not in open_store_in_new_process(copied, cache.parent)  # copied: no migration
+    assert BUILDING in open_store_in_new_process(built, cache.parent).stderr  # no template yet: MLflow migrates
+    assert BUILDING not in open_store_in_new_process(copied, cache.parent).stderr  # copied: no migration
     assert schema(copied) == schema(built)
-    # MLflow made the Default experiment in the copy, pointing into the copy's own directory.
+    # MLflow made the Default experiment in the copy as in a store it builds (./mlruns of its directory)
     with sqlite3.connect(built) as b, sqlite3.connect(copied) as c:
         query = "select experiment_id, name, artifact_location, lifecycle_stage from experiments"
         (built_row,), (copied_row,) = b.execute(query).fetchall(), c.execute(query).fetchall()
@@ -95,3 +100,48 @@ def test_a_cache_that_cannot_be_written_changes_nothing_but_the_time(tmp_path, m
     client = client_for(f"sqlite:///{tmp_path / 'a.db'}")
     assert [e.name for e in client.search_experiments()] == ["Default"]
     assert not sqlite_template.template_path().exists()
+
+
+def test_a_copied_store_has_the_mode_mlflow_gives_a_new_store(tmp_path, cache):
+    for name in ("built", "copied"):
+        (tmp_path / name).mkdir()
+        open_store_in_new_process(tmp_path / name / "mlflow.db", cache.parent, umask=0o027)
+    modes = {name: (tmp_path / name / "mlflow.db").stat().st_mode & 0o777 for name in ("built", "copied")}
+    assert modes == {"built": 0o640, "copied": 0o640}
+    assert sqlite_template.template_path().stat().st_mode & 0o777 == 0o600  # the cache is the user's alone
+    # and no trace of the first store's directory in the template
+    assert str(tmp_path / "built").encode() not in sqlite_template.template_path().read_bytes()
+
+
+def test_a_template_mlflow_refuses_is_removed_with_the_store_and_the_next_run_works(tmp_path, cache):
+    first = tmp_path / "first" / "mlflow.db"
+    first.parent.mkdir()
+    open_store_in_new_process(first, cache.parent)
+    with sqlite3.connect(sqlite_template.template_path()) as c:  # passes our checks, not MLflow's
+        c.execute("update alembic_version set version_num = 'deadbeef0000'")
+    second = tmp_path / "second" / "mlflow.db"
+    second.parent.mkdir()
+    refused = open_store_in_new_process(second, cache.parent, check=False)
+    assert refused.returncode != 0 and "run the command again" in refused.stderr
+    assert not second.exists() and not sqlite_template.template_path().exists()
+    again = open_store_in_new_process(second, cache.parent)
+    assert BUILDING in again.stderr and second.is_file() and sqlite_template.template_path().is_file()
+
+
+def test_new_stores_created_at_once_all_work(tmp_path, cache):
+    """Several drivers starting in new directories at once, with no template yet: each store is whole,
+    one template is kept."""
+    dbs = []
+    for i in range(4):
+        (tmp_path / str(i)).mkdir()
+        dbs.append(tmp_path / str(i) / "mlflow.db")
+    code = "import sys; from sweeps.tracking import client_for; client_for(sys.argv[1]).search_experiments()"
+    env = {"XDG_CACHE_HOME": str(cache.parent), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"], env=env, cwd=db.parent,
+                              stderr=subprocess.PIPE, text=True) for db in dbs]
+    for proc in procs:
+        assert proc.wait(timeout=180) == 0, proc.stderr.read()
+    for db in dbs:
+        with sqlite3.connect(db) as c:
+            assert c.execute("select name from experiments").fetchall() == [("Default",)]
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == [sqlite_template.template_path().name]

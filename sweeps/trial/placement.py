@@ -4,17 +4,23 @@ assigned GPU) and the CPU threads its torch uses (as many as the CPUs Ray assign
 
 from __future__ import annotations
 
+import os
+
 from ..keys import CPU_THREADS_TAG, DEVICE_TAG, GPU_IDS_TAG, NODE_ID_TAG, NODE_TAG
 
 
 def use_assigned_cpus() -> None:
-    """torch's CPU threads = the CPUs Ray gave this trial (a pack: all of its share), whatever the
-    worker process imported before the trial reached it (a preloaded worker loaded torch with a pool
-    of every core). A trial Ray gave no CPU keeps torch's default."""
+    """torch's CPU threads = OMP_NUM_THREADS as Ray set it for this trial (the CPUs it assigned, unless
+    the user set the variable, which Ray then leaves alone), whatever the worker process imported
+    before the trial reached it: a preloaded worker loaded torch with a pool of every core."""
     import ray
 
     from mixup_core import limit_cpu_threads
 
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        limit_cpu_threads(int(wanted))
+        return
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     if cpus:
         limit_cpu_threads(cpus)
