@@ -1,7 +1,7 @@
-"""Modules imported in a thread while the process waits for something else (a sweep's trials, a
-search of its runs on a tracking server): the import's CPU time leaves the critical path. Whoever
-needs a module imports it again as usual (at once when the thread is done, after it otherwise), and
-an import that fails there says why."""
+"""Modules imported in a thread while the process waits for something else (a sweep's trials): the
+import's CPU time leaves the critical path. Whoever needs a module joins the thread first
+(join_background_imports), then imports it again as usual (at once), and an import that fails there
+says why."""
 
 from __future__ import annotations
 
@@ -13,10 +13,23 @@ import threading
 PLOTTING = ("matplotlib.figure", "matplotlib.backends.backend_agg")
 
 
+_threads: list[threading.Thread] = []
+
+
 def import_in_background(*modules: str) -> None:
     def load() -> None:
         for name in modules:
             with contextlib.suppress(Exception):
                 importlib.import_module(name)
 
-    threading.Thread(target=load, name="background-imports", daemon=True).start()
+    thread = threading.Thread(target=load, name="background-imports", daemon=True)
+    _threads.append(thread)
+    thread.start()
+
+
+def join_background_imports() -> None:
+    """Wait for them before importing any of the same modules in this thread: two threads importing
+    one package at once can meet in the middle, and one of them then gets a partially initialised
+    module (an ImportError that only happens sometimes; a first sweep on a new machine hit it)."""
+    while _threads:
+        _threads.pop().join()

@@ -74,6 +74,9 @@ def _after_sweep(outcome) -> int:
         print(f"sweep {outcome.name!r} {how}: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
+    from .background_imports import join_background_imports
+
+    join_background_imports()  # the selection's modules, imported while the trials ran
     from .best.command import print_selection_after_sweep
 
     print_selection_after_sweep(outcome.name, outcome.tracking_uri, outcome.parent_run_id)
@@ -173,8 +176,8 @@ def _owner_only_files() -> None:
 
 
 def _exit_after_sweep(code: int) -> None:
-    """The program (not a caller passing argv, e.g. a test) ends here once a sweep ran: Ray's shutdown
-    (its thread, runner.py) is joined, the atexit handlers run, then the process ends without the
+    """The program (not a caller passing argv, e.g. a test) ends here once a sweep ran (Ray is shut down
+    already: runner.shutdown_ray): the atexit handlers run, then the process ends without the
     interpreter's teardown of thousands of modules (ray_compat/fast_exit.py): 0.5-1.5 s less.
     Ctrl-C and SIGTERM are ignored meanwhile (a second or two): the sweep is over and its outcome
     printed, so a signal now must not turn its exit code into an interruption's."""
@@ -184,9 +187,6 @@ def _exit_after_sweep(code: int) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    runner = sys.modules.get("sweeps.runner")  # not imported (e.g. --dry-run): no Ray to wait for
-    if runner is not None:
-        runner.join_ray_shutdown()
     exit_now(code)
 
 

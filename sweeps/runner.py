@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import os
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
@@ -31,7 +30,7 @@ from .labels import sweep_label_keys
 from .monitor.progress import SweepProgress, record_driver
 from .plan.packs import packs_trials
 from .plan.ray_trials import concurrent_ray_trials, ray_trial_count, total_epochs
-from .background_imports import PLOTTING, import_in_background
+from .background_imports import PLOTTING, import_in_background, join_background_imports
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
@@ -123,32 +122,33 @@ def sweep_exists(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
-_ray_shutdown: Optional[threading.Thread] = None
+def shutdown_ray() -> None:
+    """Once the trials are done Ray is not needed (the selection reads MLflow alone): shut it down now,
+    in this thread, before the selection, rather than at the interpreter's exit.
 
+    - Its autoscaler monitor is killed first: Ray's shutdown waits a second for it otherwise
+      (ray_compat/fast_shutdown.py).
+    - No other thread runs Python that could free a Ray object meanwhile: the background imports are
+      joined first, and garbage collection is done before and off during the shutdown. A Ray object
+      freed while the core worker is being torn down ends the process on the spot (Ray's QuickExit:
+      exit code 1, no message, stdout lost), which a background shutdown beside the selection did once.
+    - Ray's hook for uncaught errors reports them to its GCS, gone afterwards: Python's own from here.
+    """
+    import gc
 
-def shutdown_ray_in_background() -> None:
-    """Once the trials are done Ray is not needed (the selection reads MLflow alone): its shutdown (it
-    terminates its processes one after another, a second or more) runs while the driver closes the
-    sweep and prints the selection. A non-daemon thread: the interpreter waits for it before it exits,
-    and Ray's own shutdown at exit then finds nothing left to do."""
-    global _ray_shutdown
     import ray
 
-    def shutdown() -> None:
-        kill_autoscaler_monitor()  # what Ray's shutdown does a second later (ray_compat/fast_shutdown.py)
+    join_background_imports()
+    if not ray.is_initialized():
+        return
+    sys.excepthook = sys.__excepthook__
+    gc.collect()
+    gc.disable()
+    try:
+        kill_autoscaler_monitor()
         ray.shutdown()
-
-    if ray.is_initialized() and _ray_shutdown is None:
-        _ray_shutdown = threading.Thread(target=shutdown, name="ray-shutdown")
-        _ray_shutdown.start()
-
-
-def join_ray_shutdown() -> None:
-    """Wait for a shutdown started by shutdown_ray_in_background (none: returns at once)."""
-    global _ray_shutdown
-    if _ray_shutdown is not None:
-        _ray_shutdown.join()
-        _ray_shutdown = None
+    finally:
+        gc.enable()
 
 
 TRIAL_PRELOAD = "sweeps.trial.preload"
@@ -170,7 +170,6 @@ def start_ray(address: Optional[str], preload: list[str] = ()) -> None:
     # Tune adds no result logger of its own (_result_loggers gives JSON and CSV): for a run, and for a
     # resume, whose run config (and its loggers) Tune reads back from the experiment.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    join_ray_shutdown()  # a shutdown still under way: Ray would seem up until it ends
     if ray.is_initialized():
         return
     address = cluster_address(address)
@@ -462,7 +461,7 @@ def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: s
         start_ray(address, preload)
         import_in_background(*SELECTION_IMPORTS)
         make_tuner().fit()
-        shutdown_ray_in_background()
+        shutdown_ray()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable
         with contextlib.suppress(Exception):  # the store may be what failed
             client.set_terminated(parent_run_id, status="KILLED")
