@@ -189,6 +189,12 @@ def test_resume_when_the_checkpoint_its_saved_state_names_is_deleted_or_damaged(
         if fault == "deleted":  # what Ray's num_to_keep deletion does just before an unlucky crash
             shutil.rmtree(trial_dir / name, ignore_errors=True)
         else:  # a disk or a copy that flipped bytes
+            if not (trial_dir / name / "state.pt").exists():
+                # Ray deleted it already (the state is older than its num_to_keep deletion): put the
+                # newest checkpoint there, so that the state names one that exists, then damage it.
+                newest = max(trial_dir.glob("checkpoint_*"), key=lambda d: d.name)
+                shutil.rmtree(trial_dir / name, ignore_errors=True)
+                shutil.copytree(newest, trial_dir / name)
             state = trial_dir / name / "state.pt"
             data = bytearray(state.read_bytes())
             middle = len(data) // 2
