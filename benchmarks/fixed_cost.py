@@ -18,7 +18,7 @@ that the parts are measured, not inferred:
   selection                   print_selection_after_sweep (selection, report, plots, written to MLflow)
   exit                        cli.main returns -> the driver process has exited, in three: threads still running
                               (joined by the interpreter), atexit handlers (Ray's shutdown, unless it ran
-                              already), the interpreter's own exit
+                              already: after the trials, before the selection), the interpreter's own exit
 
 Fixed cost = wall - the trials' own work (training_s: each trial's run_trial timed warm in the
 benchmark's own process, one thread, the longer of the two, since they run side by side): the same
@@ -182,11 +182,11 @@ def one_round(tree: Path, spec: dict, training_s: float) -> dict:
         "to first trial": first - t["fit_start"],
         "trials' span": last - first,
         "to fit's return": t["fit_end"] - last,
-        "fit -> selection": t["selection_start"] - t["fit_end"],
+        "fit -> selection (Ray's shutdown, where it runs there)": t["selection_start"] - t["fit_end"],
         "selection": t["selection_end"] - t["selection_start"],
         "selection -> main returns": t["main_returned"] - t["selection_end"],
-        "exit: threads (Ray's shutdown where it runs in one)": t["atexit_first"] - t["main_returned"],
-        "exit: atexit (Ray's shutdown where it runs there)": t["atexit_last"] - t["atexit_first"],
+        "exit: threads still running": t["atexit_first"] - t["main_returned"],
+        "exit: atexit (Ray's shutdown, where it runs there)": t["atexit_last"] - t["atexit_first"],
         "exit: interpreter": end - t["atexit_last"],
     }
     parts = {k: round(v, 2) for k, v in parts.items()}

@@ -18,14 +18,11 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def limit_cpu_threads(cpus: float) -> int:
-    """Let torch's CPU kernels use as many threads as the trial has CPUs (at least one), and return
-    that number. torch otherwise sizes its pool from the machine or from OMP_NUM_THREADS as it was
+def limit_cpu_threads(cpus: float) -> None:
+    """Let torch's CPU kernels use as many threads as the trial has CPUs (at least one). torch otherwise sizes its pool from the machine or from OMP_NUM_THREADS as it was
     when torch loaded, and a runner may load torch before it knows a trial's share (two trials each
     with a pool of every core spin against each other: ten times slower on 2 cores)."""
-    threads = max(1, int(cpus))
-    torch.set_num_threads(threads)
-    return threads
+    torch.set_num_threads(max(1, int(cpus)))
 
 
 def autocast_context(precision: str, device: torch.device):

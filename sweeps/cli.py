@@ -74,10 +74,7 @@ def _after_sweep(outcome) -> int:
         print(f"sweep {outcome.name!r} {how}: {outcome.remaining} of {outcome.n_trials} {outcome.unit} to go; "
               f"continue with: mixup-sweep resume {outcome.name}", file=sys.stderr)
         return outcome.exit_code
-    from .background_imports import join_background_imports
-
-    join_background_imports()  # the selection's modules, imported while the trials ran
-    from .best.command import print_selection_after_sweep
+    from .best.command import print_selection_after_sweep  # its background import is joined (shutdown_ray)
 
     print_selection_after_sweep(outcome.name, outcome.tracking_uri, outcome.parent_run_id)
     failed = max(outcome.failed_runs, len(outcome.errored))

@@ -41,7 +41,7 @@ NODE_ID_TAG = "mixup_sweep.node_id"
 # ran and what it started from ("start", a Ray "checkpoint", or its trunk's "branch_point").
 ATTEMPTS_TAG = "mixup_sweep.attempts"
 DEVICE_TAG = "mixup_sweep.device"
-CPU_THREADS_TAG = "mixup_sweep.cpu_threads"  # torch's CPU threads in the trial (= its CPUs)
+CPU_THREADS_TAG = "mixup_sweep.cpu_threads"  # torch's CPU threads in the trial (OMP_NUM_THREADS: its CPUs)
 GPU_IDS_TAG = "mixup_sweep.gpu_ids"
 METRIC_TAG = "mixup_sweep.metric"  # older parent runs: the selection metric and mode as tags
 MODE_TAG = "mixup_sweep.mode"

@@ -26,19 +26,19 @@ from mixup_core import ConfigError
 
 from . import keys, lease, search, stop_signals, tracking
 from .atomic_storage import storage_filesystem
+from .background_imports import PLOTTING, import_in_background, join_background_imports
 from .labels import sweep_label_keys
 from .monitor.progress import SweepProgress, record_driver
 from .plan.packs import packs_trials
 from .plan.ray_trials import concurrent_ray_trials, ray_trial_count, total_epochs
-from .background_imports import PLOTTING, import_in_background, join_background_imports
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
-from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
 from .ray_compat.fast_shutdown import kill_autoscaler_monitor
+from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
 from .ray_compat.resources import embedded_ray_cpus
-from .ray_compat.worker_preload import preload_system_config
 from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
+from .ray_compat.worker_preload import preload_system_config
 from .spec import Sweep, metric_available, validate_sweep
 from .trial.context import TrialContext
 from .trial.trainable import train_trial

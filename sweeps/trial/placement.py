@@ -18,12 +18,8 @@ def use_assigned_cpus() -> None:
     from mixup_core import limit_cpu_threads
 
     wanted = os.environ.get("OMP_NUM_THREADS", "")
-    if wanted.isdigit() and int(wanted) > 0:
-        limit_cpu_threads(int(wanted))
-        return
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus:
-        limit_cpu_threads(cpus)
+    limit_cpu_threads(int(wanted) if wanted.isdigit() else
+                      ray.get_runtime_context().get_assigned_resources().get("CPU") or 1)
 
 
 def placement_tags(device_choice: str) -> dict[str, str]:
