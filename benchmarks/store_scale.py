@@ -12,9 +12,12 @@ on 127.0.0.1 with a SQLite backend in a temporary directory (`--keep DIR` to reu
 
 Prints one JSON object with the machine, the store's size, the generation time and each command's
 median wall time over --repeats; it never asserts. `best_redraw` is `best` on a selection that changed
-since the last one (it draws and uploads the plots: the curves' metric histories are most of its work),
-`best` the same selection again (it compares the stored selection.json and only prints). A change is
-made by the tracking URI the selection records, spelt 127.0.0.1 and localhost in turn.
+since the last one (it draws and uploads the plots; the curves' metric histories come from the
+curve-history cache the end of a sweep writes, generated here by the same function),
+`best_redraw_without_cache` the same on a sweep without that cache (an older version's: every curve's
+history is fetched from the store), `best` the same selection again (it compares the stored
+selection.json and only prints). A change is made by the tracking URI the selection records, spelt
+127.0.0.1 and localhost in turn.
 """
 
 from __future__ import annotations
@@ -104,8 +107,24 @@ def generate(uri: str, name: str, trials: int, epochs: int, threads: int) -> flo
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(len(points))))
+    write_curve_cache(client, exp, parent)
     client.set_terminated(parent, "FINISHED")
     return time.perf_counter() - start
+
+
+def write_curve_cache(client, experiment_id: str, parent: str) -> None:
+    """What the end of a sweep writes onto its parent run besides the selection: the curve-history
+    cache of every ended trial (sweeps/best/curve_cache.py), by the function the sweep calls."""
+    from sweeps.best import curve_cache
+    from sweeps.best.command import read_children
+    from sweeps.best.figures import curve_metrics_of
+
+    children = read_children(client, experiment_id, parent, client.get_run(parent))
+    curve_cache.refresh(client, parent, children, curve_metrics_of("val_acc"), curve_cache.load(client, parent))
+
+
+def cache_files(root: Path) -> list[Path]:
+    return sorted((root / "artifacts").glob("*/*/artifacts/curves/histories.npz"))
 
 
 def time_command(args: list[str], uri: str | list[str], repeats: int) -> dict:
@@ -128,6 +147,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--keep", type=Path, help="a directory to keep (and reuse) the server's store in")
     args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout: one JSON object
     root = args.keep or Path(tempfile.mkdtemp(prefix="store-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     name = f"scale_{args.trials}x{args.epochs}"
@@ -136,8 +156,15 @@ def main() -> None:
         from mlflow import MlflowClient
 
         generated = None
-        if MlflowClient(uri).get_experiment_by_name(name) is None:
+        client = MlflowClient(uri)
+        if client.get_experiment_by_name(name) is None:
             generated = round(generate(uri, name, args.trials, args.epochs, args.threads), 1)
+        else:  # a kept store: its cache brought up to date (written anew if it predates this format)
+            experiment = client.get_experiment_by_name(name)
+            parent = client.search_runs([experiment.experiment_id], "tags.`mixup_sweep.role` = 'sweep'")[0]
+            write_curve_cache(client, experiment.experiment_id, parent.info.run_id)
+        cache = cache_files(root)[0]
+        redraw = [uri.replace("127.0.0.1", "localhost"), uri] * args.repeats
         result = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "store": f"mlflow server (SQLite) at {uri}",
@@ -148,11 +175,19 @@ def main() -> None:
             "list": time_command(["list"], uri, args.repeats),
             # A selection that changed since the last `best` (here: the tracking URI it records, spelt
             # 127.0.0.1 and localhost in turn, ending with the URI of the runs below): drawn again.
-            "best_redraw": time_command(["best", name], [uri.replace("127.0.0.1", "localhost"), uri] * args.repeats,
-                                        2 * args.repeats),
+            "best_redraw": time_command(["best", name], redraw, 2 * args.repeats),
+            "curve_cache_mb": round(cache.stat().st_size / 1e6, 1),
             # The same selection again: only printed.
             "best": time_command(["best", name], uri, args.repeats),
         }
+        # The same redraw on a sweep without the curve cache (one of an older version): every curve's
+        # history comes from the store (in bulk).
+        hidden = cache.with_name("histories.npz.hidden")
+        cache.rename(hidden)
+        try:
+            result["best_redraw_without_cache"] = time_command(["best", name], redraw, 2 * args.repeats)
+        finally:
+            hidden.rename(cache)
         start = time.perf_counter()
         subprocess.run([str(BIN / "mixup-sweep"), "--help"], capture_output=True)
         result["cli_start_floor_s"] = round(time.perf_counter() - start, 2)  # `mixup-sweep --help`

@@ -28,6 +28,7 @@ from . import keys, lease, search, stop_signals, tracking
 from .atomic_storage import storage_filesystem
 from .background_imports import PLOTTING, import_in_background, join_background_imports
 from .labels import sweep_label_keys
+from .monitor.curve_writer import CurveCacheWriter
 from .monitor.progress import SweepProgress, record_driver
 from .plan.packs import packs_trials
 from .plan.ray_trials import concurrent_ray_trials, ray_trial_count, total_epochs
@@ -499,6 +500,7 @@ def _run_config(sweep: Sweep, storage: str, tracking_uri: str, experiment_id: st
         progress_reporter=_progress_reporter(sweep),
         callbacks=[TrialRunCloser(tracking_uri, experiment_id, parent_run_id),
                    SweepProgress(tracking_uri, parent_run_id, sweep.n_trials, total_epochs(sweep)),
+                   CurveCacheWriter(tracking_uri, experiment_id, parent_run_id, sweep.spec.metric),
                    *_result_loggers()],
         verbose=1,
     )

@@ -102,6 +102,9 @@ def client_for(uri: str, create: bool = True):
     if not create:
         check_store_exists(uri)
     if not uri.startswith("sqlite:///"):
+        # A tracking server's client prints two "View run/experiment at" lines whenever a run ends: in
+        # a sweep, every trial's, into the driver's output. The sweep prints its UI link itself.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         return MlflowClient(tracking_uri=uri)
     # Opening a SQLite store creates or migrates its schema; two sweeps started at once into a new
     # store would race on that (alembic fails half-way). One process at a time, per file.

@@ -11,7 +11,9 @@ Written onto the sweep's parent run (idempotent: running `best` again replaces, 
   MLflow params are immutable and the selection changes as trials are added.
 - artifacts under `selection/`: `selection.json` (the `--json` document), `selection.md` (the text
   report), `learning_curves.png`, `metric_vs_stop_epoch.png` and, when two keys are swept,
-  `heatmap.png` (figures.py; fixed names, so they are overwritten).
+  `heatmap.png` (figures.py; fixed names, so they are overwritten);
+- at the end of a sweep, artifact `curves/histories.npz`: the curves' metric histories of every ended
+  trial (curve_cache.py), which drawing the curves again reads instead of hundreds of histories.
 Also, so that MLflow's UI reads right for sweeps made before these existed: every trial run is named by
 its label (labels.py), and the experiment gets the tag that opens it on its runs.
 A selection on another metric than the sweep's (`--metric`) is printed, never written: an exploratory
@@ -31,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import keys
-from ..keys import ERROR_TAG, PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, TEST_ACC, TRIAL_ID_TAG
+from ..background_imports import PLOTTING, import_in_background, join_background_imports
+from ..keys import ERROR_TAG, ROLE_TAG, RUN_NAME_TAG, TEST_ACC, TRIAL_ID_TAG
 from ..labels import ordered_keys, trial_label, varying_keys
 from ..metrics import metric_mode
-from . import figures
+from . import curve_cache, figures
 from .claim_mlflow import claim_section
 from .report import format_report, format_side_by_side, selection_to_dict, wrap
+from .run_search import child_runs, search_all
 from .selection import (
     DEFAULT_METRIC, DEFAULT_MODE, Selection, SelectionError, TrialRecord, group_trials, parse_param, select,
 )
@@ -75,16 +79,6 @@ def _client(uri: str):
     return client_for(uri)
 
 
-def _search_all(client, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, order_by=order_by, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def find_parent_run(client, name: str, run_id: str | None, uri: str) -> tuple[str, Any, int]:
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage != "active":
@@ -106,7 +100,7 @@ def find_parent_run(client, name: str, run_id: str | None, uri: str) -> tuple[st
         if role != "sweep":
             raise SelectionError(f"run '{run_id}' is not a sweep parent run ({ROLE_TAG}={role})")
         return eid, run, 1
-    parents = _search_all(client, [eid], f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["attributes.start_time DESC"])
+    parents = search_all(client, [eid], f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["attributes.start_time DESC"])
     if not parents:
         raise SelectionError(f"experiment '{name}' has no sweep parent run (tag {ROLE_TAG}=sweep)")
     return eid, parents[0], len(parents)
@@ -125,8 +119,9 @@ def _record(run) -> TrialRecord:
     )
 
 
-def read_children(client, experiment_id: str, parent_run_id: str) -> list:
-    return _search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+def read_children(client, experiment_id: str, parent_run_id: str, parent=None) -> list:
+    """The sweep's child runs (run_search.py: in parallel parts from a server, given the parent run)."""
+    return child_runs(client, experiment_id, parent_run_id, parent)
 
 
 def trial_records(children: list) -> list[TrialRecord]:
@@ -190,15 +185,27 @@ def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str
 FETCH_THREADS = 8  # child-run renames in flight at once: each is one round trip to the store
 
 
-def _histories(client, wanted: list[tuple[str, str]], children: list) -> dict[tuple[str, str], dict[int, float]]:
-    """The metric histories the plots draw, in bulk (histories.py). A metric a run never logged (not
-    among its latest metrics, e.g. feat_common on data without it) has an empty history: not asked for."""
-    from .histories import fetch_histories
+def _refreshed_curve_cache(client, parent_run_id: str, sel: Selection, children: list):
+    """The parent run's curve-history cache (curve_cache.py) brought up to date for every ended
+    trial and stored: the end of a sweep. Not written, only said, when the store refuses it."""
+    from mlflow.exceptions import MlflowException
 
-    logged = {r.info.run_id: set(r.data.metrics) for r in children}
-    empty = {w for w in wanted if w[0] in logged and w[1] not in logged[w[0]]}
-    found = fetch_histories(client, [w for w in wanted if w not in empty])
-    return {w: {} if w in empty else found[w] for w in wanted}
+    cache = curve_cache.load(client, parent_run_id)
+    try:
+        return curve_cache.refresh(client, parent_run_id, children, figures.curve_metrics(sel), cache)
+    except (MlflowException, OSError) as err:  # a cache only: the curves are drawn from the store
+        first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        print(f"mixup-sweep: curve-history cache not written: {first_line}", file=sys.stderr)
+        return cache
+
+
+def _curve_histories(client, parent_run_id: str, sel: Selection, children: list,
+                     refresh_cache: bool) -> dict[tuple[str, str], dict[int, float]]:
+    """The metric histories the learning curves draw: from the parent run's curve cache where it
+    matches the store, the rest fetched in bulk (histories.py)."""
+    cache = (_refreshed_curve_cache(client, parent_run_id, sel, children) if refresh_cache
+             else curve_cache.load(client, parent_run_id))
+    return curve_cache.histories(client, cache, children, figures.histories_needed(sel))
 
 
 def stored_selection(client, parent_run_id: str) -> tuple[list[str], Any] | None:
@@ -237,23 +244,35 @@ def _unchanged_artifacts(stored: tuple[list[str], Any] | None, document: dict[st
 
 
 def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[str, Any], report: str,
-                    children: list = (), stored: Future | None = None) -> list[str]:
+                    children: list = (), stored: Future | None = None, refresh_cache: bool = False) -> list[str]:
     """Store the selection on the parent run; returns the artifact paths. Idempotent (see module doc).
-    `stored`: stored_selection of the parent, already on its way (read here when not given)."""
+    `stored`: stored_selection of the parent, already on its way (read here when not given).
+    `refresh_cache`: also bring the parent's curve-history cache up to date (the end of a sweep)."""
     from mlflow.entities import Metric, RunTag
 
     names = _unchanged_artifacts(stored.result() if stored is not None else stored_selection(client, parent_run_id),
                                  document)
-    if names is None:  # a new or changed selection: draw it (the histories are most of `best`'s time)
-        with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp:
+    if names is None:  # a new or changed selection: draw it
+        with tempfile.TemporaryDirectory(prefix="mixup-selection-") as tmp, ThreadPoolExecutor(2) as uploads:
             d = Path(tmp)
-            # The curves' histories arrive while the figures that need none are drawn.
-            fetched = _in_background(_histories, client, figures.histories_needed(sel), list(children))
+            # The curves' histories arrive while the figures that need none are drawn, and each file
+            # is uploaded as soon as it is written.
+            fetched = _in_background(_curve_histories, client, parent_run_id, sel, list(children), refresh_cache)
+            sent = []
+
+            def upload(path: Path) -> None:
+                sent.append(uploads.submit(client.log_artifact, parent_run_id, str(path), ARTIFACT_DIR))
+
             (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
             (d / TEXT_ARTIFACT).write_text("```\n" + report + "\n```\n")
-            figures.write_plots(sel, lambda run_id, metric: fetched.result()[(run_id, metric)], d)
-            client.log_artifacts(parent_run_id, str(d), artifact_path=ARTIFACT_DIR)
+            upload(d / JSON_ARTIFACT)
+            upload(d / TEXT_ARTIFACT)
+            figures.write_plots(sel, lambda run_id, metric: fetched.result()[(run_id, metric)], d, on_written=upload)
+            for future in sent:
+                future.result()  # an upload that failed fails here, as log_artifacts would
             names = sorted(p.name for p in d.iterdir())
+    elif refresh_cache:
+        _refreshed_curve_cache(client, parent_run_id, sel, list(children))
 
     best = sel.best
     stop = best.stop_epoch
@@ -318,9 +337,14 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
     eid, parent, n_parents = find_parent_run(client, name, run_id, uri)
     parent_id = parent.info.run_id
     chosen_metric, mode, own = sweep_metric_and_mode(parent, metric)
-    # What the parent run holds already is read beside the trials (one round trip less after them).
+    # What the parent run holds already is read beside the trials (one round trip less after them),
+    # and what drawing needs is imported while the store answers (joined before anything draws).
     stored = _in_background(stored_selection, client, parent_id) if own else None
-    children = read_children(client, eid, parent_id)
+    experiment = _in_background(client.get_experiment, eid)
+    if own:
+        import_in_background(*PLOTTING)
+    children = read_children(client, eid, parent_id, parent)
+    join_background_imports()
     records = trial_records(children)
     if not records:
         raise SelectionError(f"sweep '{name}' (parent run {parent_id}) has no trial runs yet", exit_code=1)
@@ -334,10 +358,10 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
     # The verdict of the spec's `claim:` (claims.py), appended and written to the parent run.
     claim_text, document["claim"] = claim_section(client, parent, records, write=own)
     report += claim_text
-    return _Outcome(client, uri, client.get_experiment(eid), parent_id, children, sel, document, report, own, stored)
+    return _Outcome(client, uri, experiment.result(), parent_id, children, sel, document, report, own, stored)
 
 
-def _write(o: _Outcome) -> tuple[list[str], str | None]:
+def _write(o: _Outcome, refresh_cache: bool = False) -> tuple[list[str], str | None]:
     """Store the selection on the parent run, name the trial runs by their labels and tag the experiment
     so that MLflow's UI opens it on its runs; unless the selection was made on another metric than the
     sweep's (an exploratory `--metric` writes nothing)."""
@@ -350,8 +374,8 @@ def _write(o: _Outcome) -> tuple[list[str], str | None]:
     try:
         mark_as_training_runs(o.client, o.experiment)
         label_child_runs(o.client, o.children, list(o.sel.label_keys))
-        return (write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report, o.children, o.stored),
-                None)
+        return (write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report, o.children, o.stored,
+                                refresh_cache), None)
     except (MlflowException, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return [], f"could not write the selection onto parent run {o.parent_run_id}: {first_line}"
@@ -411,7 +435,7 @@ def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_
     except SelectionError as err:
         print(f"mixup-sweep: no selection: {err}", file=sys.stderr)
         return
-    artifacts, write_error = _write(o)
+    artifacts, write_error = _write(o, refresh_cache=True)
     print(o.report)
     if artifacts:
         print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)}.")))

@@ -44,7 +44,12 @@ def swept_keys(sel: Selection) -> list[str]:
 
 
 def curve_metrics(sel: Selection) -> list[str]:
-    return [sel.metric] + [m for m in CURVE_METRICS if m != sel.metric]
+    return curve_metrics_of(sel.metric)
+
+
+def curve_metrics_of(metric: str) -> list[str]:
+    """The learning curves' panels for a selection on `metric` (the metrics curve_cache.py keeps)."""
+    return [metric] + [m for m in CURVE_METRICS if m != metric]
 
 
 def histories_needed(sel: Selection) -> list[tuple[str, str]]:
@@ -52,10 +57,17 @@ def histories_needed(sel: Selection) -> list[tuple[str, str]]:
     return [(rid, m) for g in curve_groups(sel) for rid in g.run_ids[:MAX_SEEDS_PER_CURVE] for m in curve_metrics(sel)]
 
 
-def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]:
-    """Draw the selection's plots into `directory`; returns the files written. The learning curves are
-    drawn last: `history` is only called then (the caller fetches the histories meanwhile)."""
-    written = []
+def write_plots(sel: Selection, history: History, directory: Path,
+                on_written: Callable[[Path], None] = lambda path: None) -> list[Path]:
+    """Draw the selection's plots into `directory`; returns the files written, and hands each to
+    `on_written` as soon as it is (the caller uploads it meanwhile). The learning curves are drawn
+    last: `history` is only called then (the caller fetches the histories meanwhile)."""
+    written: list[Path] = []
+
+    def done(path: Path) -> None:
+        written.append(path)
+        on_written(path)
+
     keys = swept_keys(sel)
     if STOP_EPOCH_KEY in sel.varying_keys:
         combo_keys = [k for k in keys if k != STOP_EPOCH_KEY]
@@ -65,7 +77,7 @@ def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]
             series.setdefault(label, []).append(plots.SeedValues(r.stop_epoch, r.seeds, r.metric_values))
         path = directory / STOP_EPOCH_PLOT
         plots.plot_metric_vs_stop_epoch(series, sel.metric, path)
-        written.append(path)
+        done(path)
 
     if len(keys) == 2:
         # Rows: the other key, columns: the stop epoch (when swept), as people read "alpha x E".
@@ -80,7 +92,7 @@ def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]
         plots.plot_heatmap(cells, [format_value(row_key, v) for v in row_values],
                            [format_value(col_key, v) for v in col_values],
                            f"{names[row_key]} = {row_key}", f"{names[col_key]} = {col_key}", sel.metric, path, best)
-        written.append(path)
+        done(path)
 
     groups = curve_groups(sel)
     metrics = curve_metrics(sel)
@@ -92,5 +104,5 @@ def write_plots(sel: Selection, history: History, directory: Path) -> list[Path]
     ) for g in groups]
     path = directory / CURVES_PLOT
     plots.plot_learning_curves(curves, metrics, path)
-    written.append(path)
+    done(path)
     return written

@@ -99,6 +99,12 @@ def _bulk(client, metric: str, run_ids: list[str]) -> dict[str, list[Point]] | N
 
 def fetch_histories(client, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], dict[int, float]]:
     """{(run_id, metric): {step: value}} for every pair of `wanted`, in bulk where the store allows."""
+    points = fetch_points(client, wanted)
+    return {w: latest_per_step(points[w]) for w in wanted}
+
+
+def fetch_points(client, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], list[Point]]:
+    """{(run_id, metric): every logged (step, timestamp, value)} for every pair of `wanted`."""
     by_metric: dict[str, list[str]] = {}
     for run_id, metric in dict.fromkeys(wanted):
         by_metric.setdefault(metric, []).append(run_id)
@@ -115,4 +121,4 @@ def fetch_histories(client, wanted: list[tuple[str, str]]) -> dict[tuple[str, st
     if missing:
         with ThreadPoolExecutor(SINGLE_THREADS) as pool:
             points.update(zip(missing, pool.map(lambda w: _single(client, *w), missing)))
-    return {w: latest_per_step(points[w]) for w in wanted}
+    return points

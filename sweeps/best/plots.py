@@ -133,8 +133,21 @@ def plot_learning_curves(groups: Sequence[GroupCurves], metrics: Sequence[str], 
     if handles and len(handles) <= _MAX_LEGEND_LINES:
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()),
                    ncol=min(4, len(handles)), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - top_in / fig.get_figheight()))
+    _fixed_grid_margins(fig, rows, cols, top_in)
     _save(fig, path)
+
+
+def _fixed_grid_margins(fig, rows: int, cols: int, top_in: float) -> None:
+    """Margins in inches that fit this figure's labels (ticks of 0..1 values and epochs, a title
+    per panel, 'epoch' below): what tight_layout finds, without measuring every text of four panels
+    (half of drawing the figure)."""
+    width, height = fig.get_figwidth(), fig.get_figheight()
+    left, right, bottom, top = 0.75, 0.25, 0.55, top_in + 0.35
+    col_gap, row_gap = 0.75, 0.85
+    axis_w = (width - left - right - (cols - 1) * col_gap) / cols
+    axis_h = (height - top - bottom - (rows - 1) * row_gap) / rows
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=col_gap / axis_w, hspace=row_gap / axis_h)
 
 
 def plot_metric_vs_stop_epoch(series: Mapping[str, Sequence[SeedValues]], metric: str, path: Path,
@@ -142,6 +155,8 @@ def plot_metric_vs_stop_epoch(series: Mapping[str, Sequence[SeedValues]], metric
     """The final selection metric against the Mixup stop epoch: each seed a point (the same seed joined
     by a thin line across stop epochs), the mean over seeds a thick line; one colour per series (a
     combination of the other swept keys). The null stop epoch sits at the right, labelled 'never'."""
+    from matplotlib.collections import LineCollection
+
     numeric = sorted({p.stop_epoch for pts in series.values() for p in pts if p.stop_epoch is not None})
     never_x = _never_position(numeric)
     has_never = any(p.stop_epoch is None for pts in series.values() for p in pts)
@@ -157,14 +172,21 @@ def plot_metric_vs_stop_epoch(series: Mapping[str, Sequence[SeedValues]], metric
         # A small horizontal offset per series, so that series at the same stop epoch do not overlap.
         shift = (i - (n_series - 1) / 2) * 0.012 * span if n_series > 1 else 0.0
         seeds = list(dict.fromkeys(s for p in pts for s in p.seeds))
+        lines = []
         for seed in seeds:
             sx = [x + shift for x, p in zip(xs, pts) if seed in p.seeds]
             sy = [p.values[list(p.seeds).index(seed)] for p in pts if seed in p.seeds]
-            ax.plot(sx, sy, color=st["color"], linewidth=0.8, alpha=0.35, marker=st["marker"], markersize=4,
-                    linestyle="-", zorder=2)
+            lines.append(list(zip(sx, sy)))
             if n_series <= 3 and sx:  # name the seed at its line's right end (few series: no clutter)
                 ax.annotate(f"s{seed}", (sx[-1], sy[-1]), xytext=(5, 0), textcoords="offset points",
                             fontsize=7, color=st["color"], va="center")
+        # Every seed's line of a series in one collection and its points in one marker line: the same
+        # picture as a line per seed (each drawn on its own, so overlaps still darken), at a fraction
+        # of the cost with hundreds of seeds.
+        ax.add_collection(LineCollection(lines, colors=st["color"], linewidths=0.8, alpha=0.35, zorder=2))
+        points = [xy for line in lines for xy in line]
+        ax.plot([x for x, _ in points], [y for _, y in points], color=st["color"], alpha=0.35, marker=st["marker"],
+                markersize=4, linestyle="none", zorder=2)
         means = [sum(p.values) / len(p.values) for p in pts]
         ax.plot([x + shift for x in xs], means, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
                 markersize=8, linewidth=2.4, label=f"{label}: mean over seeds" if label else "mean over seeds",

@@ -84,7 +84,7 @@ def sweep_status(client, uri: str, name: str, ask_cluster: bool = True) -> Sweep
     beat = m.get(keys.HEARTBEAT)
     heartbeat_age = now - beat if beat else None
     state, note = sweep_state(parent, heartbeat_age)
-    records = trial_records(read_children(client, experiment_id, parent.info.run_id))
+    records = trial_records(read_children(client, experiment_id, parent.info.run_id, parent))
     latest: dict[str, Any] = {}
     for r in records:  # a trial retried as several runs counts once: its newest run
         if r.trial_id not in latest or r.start_time >= latest[r.trial_id].start_time:

@@ -16,7 +16,8 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
   fast_shutdown.py         an embedded Ray's shutdown without its one-second wait for the autoscaler monitor
   fast_exit.py             (CPython, not Ray) leaving after a sweep without the interpreter's teardown
-  mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call
+  mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call,
+                           a run's latest metric points (step, timestamp, value)
 """
 
 from __future__ import annotations
@@ -193,6 +194,13 @@ def _probe_mlflow_bulk() -> None:
              "SqlAlchemyStore.get_metric_history_bulk(run_ids, metric_key, max_results)")
     rules = {r.rule for r in mlflow.server.app.url_map.iter_rules()}
     _require(any(rule.endswith(BULK_ENDPOINT) for rule in rules), f"mlflow server serves {BULK_ENDPOINT}")
+    from mlflow.entities import Metric, Run, RunData, RunInfo
+
+    from .mlflow_bulk import latest_points
+
+    info = RunInfo("r", "0", "u", "FINISHED", 0, 1, "active")
+    run = Run(info, RunData(metrics=[Metric("val_acc", 0.5, 1234, 7)]))
+    _require(latest_points(run) == {"val_acc": (7, 1234, 0.5)}, "RunData._metric_objs: the Metric objects of a run")
 
 
 def _probe_worker_preload() -> None:
@@ -244,7 +252,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("ray.tune.tune / ray.train storage loggers, CLIReporter._progress_str", "quiet_output",
              _probe_quiet_output),
     Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
-             "get-history-bulk endpoint", "mlflow_bulk", _probe_mlflow_bulk),
+             "get-history-bulk endpoint, RunData._metric_objs", "mlflow_bulk", _probe_mlflow_bulk),
     Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
     Internal("ray._private.worker._global_node.all_processes[PROCESS_TYPE_MONITOR]", "fast_shutdown",
              _probe_fast_shutdown),
