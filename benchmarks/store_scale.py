@@ -115,12 +115,10 @@ def generate(uri: str, name: str, trials: int, epochs: int, threads: int) -> flo
 def write_curve_cache(client, experiment_id: str, parent: str) -> None:
     """What the end of a sweep writes onto its parent run besides the selection: the curve-history
     cache of every ended trial (sweeps/best/curve_cache.py), by the function the sweep calls."""
-    from sweeps.best import curve_cache
-    from sweeps.best.command import read_children
-    from sweeps.best.figures import curve_metrics_of
+    from sweeps.best.command import read_children, refresh_curve_cache
 
     children = read_children(client, experiment_id, parent, client.get_run(parent))
-    curve_cache.refresh(client, parent, children, curve_metrics_of("val_acc"), curve_cache.load(client, parent))
+    refresh_curve_cache(client, parent, "val_acc", children)
 
 
 def cache_files(root: Path) -> list[Path]:

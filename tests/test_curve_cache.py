@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,7 +152,8 @@ def test_the_end_of_a_sweep_writes_the_cache_and_best_redraws_from_it(tmp_path, 
     assert {r for r, _ in asked} <= set(running)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "other_format", "lengths"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_format", "format_shape", "lengths",
+                                    "short_tokens", "bad_index"])
 def test_a_damaged_or_foreign_cache_file_is_ignored(tmp_path, damage):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     eid, parent = _sweep(client, "damaged", tmp_path)
@@ -161,12 +163,20 @@ def test_a_damaged_or_foreign_cache_file_is_ignored(tmp_path, damage):
     cache.write(path)
     if damage == "garbage":
         path.write_bytes(b"not an npz file")
+    elif damage == "truncated":  # a zip cut short (a bad CRC, a missing directory)
+        path.write_bytes(path.read_bytes()[:-200])
     else:
         arrays = dict(np.load(path))
         if damage == "other_format":
             arrays["format"] = np.array(curve_cache.FORMAT + 1)
-        else:
+        elif damage == "format_shape":
+            arrays["format"] = np.array([curve_cache.FORMAT, 0])
+        elif damage == "lengths":
             arrays["values"] = arrays["values"][:-1]
+        elif damage == "short_tokens":
+            arrays["token_time"] = arrays["token_time"][:-1]
+        else:
+            arrays["run"][0] = len(arrays["runs"]) + 5
         np.savez(path, **arrays)
     client.log_artifact(parent, str(path), artifact_path=curve_cache.CACHE_DIR)
     assert len(curve_cache.load(client, parent)) == 0
@@ -211,3 +221,33 @@ def test_the_driver_keeps_the_cache_up_to_date_while_trials_end(tmp_path, monkey
         gone.on_experiment_end([])
     assert sum("curve-history cache not written" in r.getMessage() for r in caplog.records) == 1
     assert not (tmp_path / "deleted.db").exists()
+
+
+def test_a_redraw_that_fails_half_way_leaves_the_selection_to_be_drawn_again(tmp_path, monkeypatch, capsys):
+    """selection.json says "these plots are this selection's": it goes last, so a redraw that fails
+    (here: drawing the curves) leaves the previous one, and the next `best` draws again."""
+    from sweeps.best import figures
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    eid, parent = _sweep(client, "halfway", tmp_path)
+    assert run_best("halfway", uri, as_json=True) == 0
+    first = json.loads(capsys.readouterr().out)
+    running = next(r.info.run_id for r in _children(client, eid, parent) if r.info.status == "RUNNING")
+    client.set_terminated(running, "FINISHED")  # the selection changes: one more trial
+
+    real = figures.write_plots
+
+    def fails_at_the_curves(sel, history, directory, on_written=lambda p: None):
+        real(sel, lambda *key: (_ for _ in ()).throw(OSError("disk full")), directory, on_written)
+
+    monkeypatch.setattr(figures, "write_plots", fails_at_the_curves)
+    assert run_best("halfway", uri, as_json=True) == 1
+    capsys.readouterr()
+    stored = json.loads(Path(client.download_artifacts(parent, "selection/selection.json", str(tmp_path / "a"))).read_text())
+    assert stored["table"] == first["table"]  # still the previous selection's
+    monkeypatch.undo()
+    assert run_best("halfway", uri, as_json=True) == 0
+    again = json.loads(capsys.readouterr().out)
+    stored = json.loads(Path(client.download_artifacts(parent, "selection/selection.json", str(tmp_path / "b"))).read_text())
+    assert stored["table"] == again["table"] != first["table"]

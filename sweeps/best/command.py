@@ -185,27 +185,22 @@ def sweep_metric_and_mode(parent, metric_override: str | None) -> tuple[str, str
 FETCH_THREADS = 8  # child-run renames in flight at once: each is one round trip to the store
 
 
-def _refreshed_curve_cache(client, parent_run_id: str, sel: Selection, children: list):
-    """The parent run's curve-history cache (curve_cache.py) brought up to date for every ended
-    trial and stored: the end of a sweep. Not written, only said, when the store refuses it."""
-    from mlflow.exceptions import MlflowException
-
-    cache = curve_cache.load(client, parent_run_id)
+def refresh_curve_cache(client, parent_run_id: str, metric: str, children: list) -> None:
+    """The end of a sweep: the parent run's curve-history cache (curve_cache.py) brought up to date
+    for every ended trial and stored. A cache only: whatever goes wrong is said in one line."""
     try:
-        return curve_cache.refresh(client, parent_run_id, children, figures.curve_metrics(sel), cache)
-    except (MlflowException, OSError) as err:  # a cache only: the curves are drawn from the store
+        curve_cache.refresh(client, parent_run_id, children, figures.curve_metrics_of(metric),
+                            curve_cache.load(client, parent_run_id))
+    except Exception as err:  # noqa: BLE001 - the sweep and its selection are done and printed
         first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        print(f"mixup-sweep: curve-history cache not written: {first_line}", file=sys.stderr)
-        return cache
+        print(f"mixup-sweep: curve-history cache not written ({type(err).__name__}): {first_line}", file=sys.stderr)
 
 
-def _curve_histories(client, parent_run_id: str, sel: Selection, children: list,
-                     refresh_cache: bool) -> dict[tuple[str, str], dict[int, float]]:
+def _curve_histories(client, parent_run_id: str, sel: Selection, children: list) -> dict[tuple[str, str], dict[int, float]]:
     """The metric histories the learning curves draw: from the parent run's curve cache where it
     matches the store, the rest fetched in bulk (histories.py)."""
-    cache = (_refreshed_curve_cache(client, parent_run_id, sel, children) if refresh_cache
-             else curve_cache.load(client, parent_run_id))
-    return curve_cache.histories(client, cache, children, figures.histories_needed(sel))
+    return curve_cache.histories(client, curve_cache.load(client, parent_run_id), children,
+                                 figures.histories_needed(sel))
 
 
 def stored_selection(client, parent_run_id: str) -> tuple[list[str], Any] | None:
@@ -244,10 +239,9 @@ def _unchanged_artifacts(stored: tuple[list[str], Any] | None, document: dict[st
 
 
 def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[str, Any], report: str,
-                    children: list = (), stored: Future | None = None, refresh_cache: bool = False) -> list[str]:
+                    children: list = (), stored: Future | None = None) -> list[str]:
     """Store the selection on the parent run; returns the artifact paths. Idempotent (see module doc).
-    `stored`: stored_selection of the parent, already on its way (read here when not given).
-    `refresh_cache`: also bring the parent's curve-history cache up to date (the end of a sweep)."""
+    `stored`: stored_selection of the parent, already on its way (read here when not given)."""
     from mlflow.entities import Metric, RunTag
 
     names = _unchanged_artifacts(stored.result() if stored is not None else stored_selection(client, parent_run_id),
@@ -257,22 +251,22 @@ def write_to_parent(client, parent_run_id: str, sel: Selection, document: dict[s
             d = Path(tmp)
             # The curves' histories arrive while the figures that need none are drawn, and each file
             # is uploaded as soon as it is written.
-            fetched = _in_background(_curve_histories, client, parent_run_id, sel, list(children), refresh_cache)
+            fetched = _in_background(_curve_histories, client, parent_run_id, sel, list(children))
             sent = []
 
             def upload(path: Path) -> None:
                 sent.append(uploads.submit(client.log_artifact, parent_run_id, str(path), ARTIFACT_DIR))
 
-            (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
             (d / TEXT_ARTIFACT).write_text("```\n" + report + "\n```\n")
-            upload(d / JSON_ARTIFACT)
             upload(d / TEXT_ARTIFACT)
             figures.write_plots(sel, lambda run_id, metric: fetched.result()[(run_id, metric)], d, on_written=upload)
             for future in sent:
                 future.result()  # an upload that failed fails here, as log_artifacts would
+            # selection.json last: the next `best` takes it to mean that every file of this selection
+            # is there (_unchanged_artifacts), so it goes only once they all are.
+            (d / JSON_ARTIFACT).write_text(json.dumps(document, indent=2) + "\n")
+            client.log_artifact(parent_run_id, str(d / JSON_ARTIFACT), ARTIFACT_DIR)
             names = sorted(p.name for p in d.iterdir())
-    elif refresh_cache:
-        _refreshed_curve_cache(client, parent_run_id, sel, list(children))
 
     best = sel.best
     stop = best.stop_epoch
@@ -361,7 +355,7 @@ def _select_from_mlflow(name: str, tracking_uri: str | None, run_id: str | None,
     return _Outcome(client, uri, experiment.result(), parent_id, children, sel, document, report, own, stored)
 
 
-def _write(o: _Outcome, refresh_cache: bool = False) -> tuple[list[str], str | None]:
+def _write(o: _Outcome) -> tuple[list[str], str | None]:
     """Store the selection on the parent run, name the trial runs by their labels and tag the experiment
     so that MLflow's UI opens it on its runs; unless the selection was made on another metric than the
     sweep's (an exploratory `--metric` writes nothing)."""
@@ -374,8 +368,8 @@ def _write(o: _Outcome, refresh_cache: bool = False) -> tuple[list[str], str | N
     try:
         mark_as_training_runs(o.client, o.experiment)
         label_child_runs(o.client, o.children, list(o.sel.label_keys))
-        return (write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report, o.children, o.stored,
-                                refresh_cache), None)
+        return (write_to_parent(o.client, o.parent_run_id, o.sel, o.document, o.report, o.children, o.stored),
+                None)
     except (MlflowException, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return [], f"could not write the selection onto parent run {o.parent_run_id}: {first_line}"
@@ -435,7 +429,7 @@ def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_
     except SelectionError as err:
         print(f"mixup-sweep: no selection: {err}", file=sys.stderr)
         return
-    artifacts, write_error = _write(o, refresh_cache=True)
+    artifacts, write_error = _write(o)
     print(o.report)
     if artifacts:
         print("\n".join(wrap(f"Written to parent run {o.parent_run_id}: {', '.join(artifacts)}.")))
@@ -443,3 +437,6 @@ def print_selection_after_sweep(name: str, tracking_uri: str | None, parent_run_
     print("\n".join(wrap(ui_hint(o.tracking_uri, o.experiment.experiment_id))))
     if write_error:
         print(f"mixup-sweep: {write_error}", file=sys.stderr)
+    # After the report (the user has it), the curves' histories of every ended trial onto the
+    # parent run, for the next `best` to draw from.
+    refresh_curve_cache(o.client, o.parent_run_id, o.sel.metric, o.children)

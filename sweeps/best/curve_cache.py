@@ -44,8 +44,9 @@ def same_point(a: Token, b: Token) -> bool:
 
 
 def latest_point(points: Iterable[Point]) -> Token:
-    """The point MLflow keeps as the latest: the largest (step, timestamp, value)."""
-    return max(points, key=lambda p: (p[0], p[1], -math.inf if math.isnan(p[2]) else p[2]))
+    """The point MLflow keeps as the latest: the largest (step, timestamp, value), a NaN compared as
+    the 0 it stores for it, the first logged of equal ones (MLflow replaces only on a strictly larger)."""
+    return max(points, key=lambda p: (p[0], p[1], 0.0 if math.isnan(p[2]) else p[2]))
 
 
 @dataclass(frozen=True)
@@ -109,15 +110,21 @@ class CurveCache:
         """`path`: a file's path or a binary file. Raises ValueError (or KeyError, OSError) for a file
         that is not a cache of this format."""
         with np.load(path, allow_pickle=False) as f:
-            if int(f["format"]) != FORMAT:
-                raise ValueError(f"curve cache format {int(f['format'])}, not {FORMAT}")
+            if f["format"].shape != () or int(f["format"]) != FORMAT:
+                raise ValueError(f"curve cache: not format {FORMAT}")
             runs, metrics = f["runs"].tolist(), f["metrics"].tolist()
             run, metric, length = f["run"].tolist(), f["metric"].tolist(), f["length"].tolist()
             contiguous, first_step = f["contiguous"].tolist(), f["first_step"].tolist()
             token_step, token_time, token_value = f["token_step"].tolist(), f["token_time"].tolist(), f["token_value"].tolist()
             steps, values = f["steps"], f["values"]
-        if len(values) != sum(length) or len(steps) != sum(n for n, c in zip(length, contiguous) if not c):
-            raise ValueError("curve cache: lengths do not add up")
+        per_entry = (run, metric, length, contiguous, first_step, token_step, token_time, token_value)
+        if (not isinstance(runs, list) or not isinstance(metrics, list) or not isinstance(run, list)
+                or any(not isinstance(a, list) or len(a) != len(run) for a in per_entry)
+                or steps.ndim != 1 or values.ndim != 1
+                or not all(0 <= r < len(runs) for r in run) or not all(0 <= m < len(metrics) for m in metric)
+                or not all(n >= 0 for n in length) or len(values) != sum(length)
+                or len(steps) != sum(n for n, c in zip(length, contiguous) if not c)):
+            raise ValueError("curve cache: its arrays do not fit together")
         value_at = np.concatenate([[0], np.cumsum(length)]).tolist()
         gapped = [n if not c else 0 for n, c in zip(length, contiguous)]
         step_at = np.concatenate([[0], np.cumsum(gapped)]).tolist()
@@ -168,7 +175,7 @@ def parse(data: bytes | None) -> CurveCache:
         return CurveCache()
     try:
         return CurveCache.read(io.BytesIO(data))
-    except (OSError, ValueError, KeyError, IndexError, EOFError):
+    except Exception:  # noqa: BLE001 - a damaged or foreign file (zipfile, numpy and type errors alike)
         return CurveCache()
 
 

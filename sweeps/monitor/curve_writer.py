@@ -5,8 +5,9 @@ A Ray Tune callback on the driver. At most every `interval_s` (MIXUP_SWEEP_CURVE
 300 s), and only when a trial ended since, a thread of its own searches the sweep's runs, fetches the
 histories of the trials that ended since and stores the cache again. Off the driver's loop: one
 refresh at 2,000 trials costs the store a search of every run plus the new histories, and writes a
-file of about 12 bytes a value. The end of the sweep refreshes it once more (the selection,
-best/command.py), after this callback's last refresh has ended (`on_experiment_end` joins it).
+file of about 8 bytes a value. The end of the sweep refreshes it once more (the selection,
+best/command.py), after this callback's last refresh has ended (`on_experiment_end` waits for it,
+at most JOIN_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 INTERVAL_ENV = "MIXUP_SWEEP_CURVE_CACHE_S"
 DEFAULT_INTERVAL_S = 300.0
+JOIN_TIMEOUT_S = 30.0
 
 
 def interval_s() -> float:
@@ -66,8 +68,10 @@ class CurveCacheWriter(tune.Callback):
         self._thread.start()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # The selection refreshes the cache once more after this one: let it end first, but never
+        # hold up the end of a sweep for it (a store that hangs: MLflow retries for minutes).
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout=JOIN_TIMEOUT_S)
 
     def refreshing(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

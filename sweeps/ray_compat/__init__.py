@@ -15,7 +15,7 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
   worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
   fast_shutdown.py         an embedded Ray's shutdown without its one-second wait for the autoscaler monitor
-  fast_exit.py             (CPython, not Ray) leaving after a sweep without the interpreter's teardown
+  fast_exit.py             (CPython, not Ray) leaving after a command without the interpreter's teardown
   mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call,
                            a run's latest metric points (step, timestamp, value)
 """
