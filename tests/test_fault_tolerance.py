@@ -249,7 +249,10 @@ def test_resume_when_search_and_trial_state_were_saved_at_different_moments(tmp_
     db, experiment, snapshot = tmp_path / "mlflow.db", tmp_path / "ray_results" / "skew", tmp_path / "snapshot"
     driver = start(["run", "spec.yaml"], tmp_path, tmp_path / "run.log")
     try:
-        wait_for(lambda: len(saved_trials(experiment)) == 1 and any(experiment.glob(p) for p in SEARCH_STATE_FILES),
+        # Both files of the search generator's state (Ray writes them one after the other: a snapshot
+        # between the two would lack the searcher's, a state no save leaves behind).
+        wait_for(lambda: len(saved_trials(experiment)) == 1
+                 and all(any(experiment.glob(p)) for p in ("search_gen_state-*", "searcher-state-*")),
                  timeout=180, what="the first trial in Ray's saved state")
         snapshot.mkdir()
         copy_state_files(experiment, snapshot, ("experiment_state-*",) + SEARCH_STATE_FILES)
