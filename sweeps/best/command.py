@@ -193,7 +193,9 @@ def refresh_curve_cache(client, parent_run_id: str, metric: str, children: list)
                             curve_cache.load(client, parent_run_id))
     except Exception as err:  # noqa: BLE001 - the sweep and its selection are done and printed
         first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        print(f"mixup-sweep: curve-history cache not written ({type(err).__name__}): {first_line}", file=sys.stderr)
+        print(f"mixup-sweep: curve-history cache not written ({type(err).__name__}: {first_line}); `mixup-sweep best` "
+              "still works, fetching the curves' histories from the store (slower at thousands of trials)",
+              file=sys.stderr)
 
 
 def _curve_histories(client, parent_run_id: str, sel: Selection, children: list) -> dict[tuple[str, str], dict[int, float]]:

@@ -97,6 +97,7 @@ class CurveCacheWriter(tune.Callback):
                                               curve_metrics_of(self.metric), cache)
         except Exception as e:  # noqa: BLE001
             if not self._warned:
-                logger.warning("curve-history cache not written to MLflow (%s: %s); `best` fetches the histories",
+                logger.warning("curve-history cache not written to MLflow (%s: %s); the sweep goes on, and `mixup-sweep best` "
+                               "fetches the curves' histories from the store instead; retried at the next interval",
                                type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
                 self._warned = True
