@@ -35,7 +35,7 @@ from .plan.ray_trials import concurrent_ray_trials, ray_trial_count, total_epoch
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
-from .ray_compat.fast_shutdown import kill_autoscaler_monitor
+from .ray_compat.lean_head import lean_head
 from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
 from .ray_compat.resources import embedded_ray_cpus
 from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
@@ -127,8 +127,8 @@ def shutdown_ray() -> None:
     """Once the trials are done Ray is not needed (the selection reads MLflow alone): shut it down now,
     in this thread, before the selection, rather than at the interpreter's exit.
 
-    - Its autoscaler monitor is killed first: Ray's shutdown waits a second for it otherwise
-      (ray_compat/fast_shutdown.py).
+    - An embedded Ray has no autoscaler monitor (ray_compat/lean_head.py), whose death Ray's shutdown
+      waited a second for.
     - No other thread runs Python that could free a Ray object meanwhile: the background imports are
       joined first, and garbage collection is done before and off during the shutdown. A Ray object
       freed while the core worker is being torn down ends the process on the spot (Ray's QuickExit:
@@ -146,7 +146,6 @@ def shutdown_ray() -> None:
     gc.collect()
     gc.disable()
     try:
-        kill_autoscaler_monitor()
         ray.shutdown()
     finally:
         gc.enable()
@@ -183,7 +182,8 @@ def start_ray(address: Optional[str], preload: list[str] = ()) -> None:
         # Ray's usage statistics are sent to usage-stats.ray.io by a dashboard process of their own: no
         # traffic off this machine, one process fewer (a cluster sets it in its nodes' environment).
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address="local", include_dashboard=False, _system_config=preload_system_config(list(preload)))
+        with lean_head():  # no API server, no autoscaler monitor: nothing here uses them
+            ray.init(address="local", include_dashboard=False, _system_config=preload_system_config(list(preload)))
         no_runtime_env_for_trial_actors()  # the trials start in the workers Ray prestarted
     stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 

@@ -53,12 +53,12 @@ def grid_sweep(tmp_path_factory):
     started = time.monotonic()
     res = run_cli(["run", "spec.yaml"], cwd=tmp, env={"RAY_TMPDIR": str(ray_tmp)})
     elapsed = time.monotonic() - started
-    yield tmp, res, elapsed
+    yield tmp, res, elapsed, ray_tmp
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_grid_sweep_creates_parent_and_one_child_run_per_trial(grid_sweep):
-    tmp, res, elapsed = grid_sweep
+    tmp, res, elapsed, _ = grid_sweep
     assert res.returncode == 1, res.stderr[-3000:]  # 1: the diverged trial failed
     assert "Traceback" not in res.stderr
     assert (tmp / "mlflow.db").exists() and (tmp / "mlartifacts").is_dir()
@@ -92,8 +92,31 @@ def test_grid_sweep_creates_parent_and_one_child_run_per_trial(grid_sweep):
                       ("null", "0", "1e+36")}
 
 
+def test_grid_sweep_starts_only_the_ray_processes_it_uses(grid_sweep):
+    """The embedded Ray runs no API server and no autoscaler monitor (nothing of a one-node sweep talks
+    to them); when the trials are preloaded, the workers Ray prestarted host the trials and no other worker
+    is started (each one imports torch, Ray Tune and MLflow: ~10 CPU-s)."""
+    tmp, res, _, ray_tmp = grid_sweep
+    logs = ray_tmp / "ray" / "session_latest" / "logs"
+    names = {p.name for p in logs.iterdir()}
+    assert "raylet.out" in names and "gcs_server.out" in names, sorted(names)
+    assert not names & {"dashboard.log", "dashboard.out", "dashboard.err"}, sorted(names)  # the API server
+    assert not names & {"monitor.log", "monitor.out", "monitor.err"}, sorted(names)  # the autoscaler monitor
+
+    from sweeps.runner import preload_for
+    from sweeps.spec import validate_sweep
+
+    if not preload_for(validate_sweep(yaml.safe_load((tmp / "spec.yaml").read_text()), "spec.yaml")):
+        return  # more CPUs than the sweep's concurrent trials fill: nothing preloaded, nothing prestarted kept
+    workers = sorted(logs.glob("worker-*.out"))  # worker-<worker id>-<job id>-<pid>.out, one per process
+    hosted = {w.name: ":actor_name:ImplicitFunc" in w.read_text() for w in workers}
+    prestarted = {name for name in hosted if name.split("-")[2] == "ffffffff"}  # no job yet when started
+    # Tune reuses a trial's actor for the next trial: the prestarted workers host them all
+    assert hosted and prestarted == set(hosted) and all(hosted.values()), hosted
+
+
 def test_grid_sweep_logs_each_epoch_once_and_the_trial_outputs(grid_sweep):
-    tmp, _, _ = grid_sweep
+    tmp, _, _, _ = grid_sweep
     c = client(tmp)
     _, children = sweep_runs(c, "e2e")
     finished = [r for r in children if r.info.status == "FINISHED"]
@@ -143,7 +166,7 @@ def test_ray_gets_a_result_a_second_while_mlflow_gets_every_epoch(tmp_path):
 
 
 def test_diverged_trial_is_failed_with_its_error(grid_sweep):
-    tmp, _, _ = grid_sweep
+    tmp, _, _, _ = grid_sweep
     c = client(tmp)
     _, children = sweep_runs(c, "e2e")
     failed = [r for r in children if r.info.status == "FAILED"]
@@ -155,7 +178,7 @@ def test_diverged_trial_is_failed_with_its_error(grid_sweep):
 
 
 def test_run_again_is_refused_and_resume_of_a_finished_sweep_changes_nothing(grid_sweep):
-    tmp, _, _ = grid_sweep
+    tmp, _, _, _ = grid_sweep
     c = client(tmp)
     _, before = sweep_runs(c, "e2e")
     snapshot = {r.info.run_id: (r.info.end_time, steps(c, r.info.run_id, "train_loss")) for r in before}
@@ -172,7 +195,7 @@ def test_run_again_is_refused_and_resume_of_a_finished_sweep_changes_nothing(gri
 
 
 def test_best_reads_the_sweep_from_mlflow(grid_sweep):
-    tmp, _, _ = grid_sweep
+    tmp, _, _, _ = grid_sweep
     res = run_cli(["best", "e2e", "--json"], cwd=tmp)
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)

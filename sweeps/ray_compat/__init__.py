@@ -13,8 +13,8 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   runtime_env.py           no runtime_env for trial actors on an embedded Ray (credentials, prestarted workers)
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
-  worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
-  fast_shutdown.py         an embedded Ray's shutdown without its one-second wait for the autoscaler monitor
+  worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too, kept)
+  lean_head.py             an embedded Ray head without its API server and autoscaler monitor
   fast_exit.py             (CPython, not Ray) leaving after a command without the interpreter's teardown
   mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call,
                            a run's latest metric points (step, timestamp, value)
@@ -213,17 +213,20 @@ def _probe_worker_preload() -> None:
     with raylet.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         _require(data.find(b"preload_python_modules") >= 0 and data.find(b"--worker-preload-modules=") >= 0,
                  "the raylet knows the preload_python_modules setting and passes --worker-preload-modules")
+        _require(data.find(b"idle_worker_killing_time_threshold_ms") >= 0,
+                 "the raylet's idle_worker_killing_time_threshold_ms setting")
 
 
-def _probe_fast_shutdown() -> None:
-    from ray._private import node, ray_constants, worker
-    from ray.autoscaler._private import monitor
+def _probe_lean_head() -> None:
+    from ray._private import node, parameter
 
-    _require(hasattr(worker, "_global_node"), "ray._private.worker._global_node")
-    _require("self.all_processes" in inspect.getsource(node.Node), "Node.all_processes")
-    _require(getattr(ray_constants, "PROCESS_TYPE_MONITOR", None) == "monitor", "ray_constants.PROCESS_TYPE_MONITOR")
-    _require("_handle_failure" in inspect.getsource(monitor.Monitor._signal_handler),
-             "the autoscaler monitor reports to the GCS on SIGTERM (why it is killed first)")
+    _require(_params(node.Node.start_api_server) == ["include_dashboard", "raise_on_failure"],
+             "Node.start_api_server(*, include_dashboard, raise_on_failure)")
+    head = inspect.getsource(node.Node.start_head_processes)
+    _require("self._ray_params.no_monitor" in head and "self.start_api_server(" in head,
+             "Node.start_head_processes starts the monitor unless no_monitor, then the API server")
+    _require("self._webui_url" in inspect.getsource(node.Node), "Node._webui_url")
+    _require("no_monitor" in _params(parameter.RayParams.__init__), "RayParams(no_monitor=...)")
 
 
 def _probe_fast_exit() -> None:
@@ -254,7 +257,8 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
              "get-history-bulk endpoint, RunData._metric_objs", "mlflow_bulk", _probe_mlflow_bulk),
     Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
-    Internal("ray._private.worker._global_node.all_processes[PROCESS_TYPE_MONITOR]", "fast_shutdown",
-             _probe_fast_shutdown),
-    Internal("the raylet's preload_python_modules (_system_config)", "worker_preload", _probe_worker_preload),
+    Internal("the raylet's preload_python_modules, idle_worker_killing_time_threshold_ms (_system_config)",
+             "worker_preload", _probe_worker_preload),
+    Internal("Node.start_head_processes / start_api_server / _webui_url, RayParams.no_monitor", "lean_head",
+             _probe_lean_head),
 )
