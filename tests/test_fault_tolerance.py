@@ -123,6 +123,7 @@ def assert_uninterrupted_numbers(c, run, spec: dict, params: dict, reference: Pa
 # 1. a trial's worker process killed
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 def test_killed_trial_worker_restarts_to_the_uninterrupted_result(tmp_path):
     """SIGKILL the process running the trial mid-epoch; with max_failures=1 Ray restarts it from its
     last checkpoint into the same MLflow run, and it ends with exactly the metrics of the same trial
@@ -160,6 +161,7 @@ def comparable(best_json: str) -> dict:
     return strip(json.loads(best_json))
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 @pytest.mark.parametrize("fault", ["deleted", "damaged"])
 def test_resume_when_the_checkpoint_its_saved_state_names_is_deleted_or_damaged(tmp_path, fault):
     """Ray deletes a trial's older checkpoints as soon as newer ones arrive but saves its experiment state
@@ -232,6 +234,7 @@ def copy_state_files(source: Path, target: Path, patterns: tuple[str, ...]) -> N
             shutil.copy2(f, target / f.name)
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 @pytest.mark.parametrize("older", ["search_state", "trial_state"])
 def test_resume_when_search_and_trial_state_were_saved_at_different_moments(tmp_path, older):
     """Ray saves the trials (experiment_state-*.json) and the searcher's state (which grid points it
@@ -281,6 +284,7 @@ def test_resume_when_search_and_trial_state_were_saved_at_different_moments(tmp_
         assert_uninterrupted_numbers(c, run, spec, {"seed": seed}, tmp_path / f"uninterrupted_{seed}")
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 def test_killed_optuna_sweep_resumes_to_exactly_n_trials(tmp_path):
     """An Optuna sweep whose driver is SIGKILLed mid-trial, with Ray's trial state from before that trial
     started (a driver killed within Ray's ~10 s between saves loses the trials it started since):
@@ -318,6 +322,7 @@ def test_killed_optuna_sweep_resumes_to_exactly_n_trials(tmp_path):
     assert len({r.data.params["mixup.alpha"] for r in children}) == n_trials
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 def test_concurrent_sweeps_survive_a_killed_driver_and_resume_to_the_uninterrupted_answer(tmp_path):
     epochs = 10
     grid = [{"mixup.stop_epoch": [0, 3], "seed": [0, 1]}, DIVERGING]

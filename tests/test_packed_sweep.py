@@ -68,6 +68,7 @@ def test_a_packed_sweep_gives_every_trial_the_run_it_would_have_alone(tmp_path):
     assert [r["n"] for r in doc["table"]] == [2, 2]
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 def test_a_packed_trial_worker_killed_restarts_every_member_from_the_pack_checkpoint(tmp_path):
     spec = packed_spec("pack_killed", epochs=12, n_train=2000, max_failures=1)
     spec["grid"] = {"mixup.stop_epoch": [0, 5]}  # one pack of two
@@ -88,6 +89,7 @@ def test_a_packed_trial_worker_killed_restarts_every_member_from_the_pack_checkp
         assert_uninterrupted_numbers(c, run, spec, {"mixup.stop_epoch": stop}, tmp_path / f"alone_{stop}")
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 def test_a_killed_packed_sweep_resumes_to_the_uninterrupted_numbers(tmp_path):
     spec = packed_spec("pack_resume", epochs=12, n_train=2000)
     write_spec(tmp_path, spec)

@@ -203,6 +203,7 @@ def test_best_reads_the_sweep_from_mlflow(grid_sweep):
     assert doc["sweep"] == "e2e"
 
 
+@pytest.mark.e2e  # a sweep killed and resumed: minutes on 2 cores (CI runs e2e)
 def test_sweep_survives_ctrl_c_and_sigkill_and_resume_completes_it(tmp_path):
     """Ctrl-C once a trial finished and the next is mid-way: exit 130, runs KILLED, resumable. Resume,
     then SIGKILL the driver (and everything it started) mid-way through the last trial. Resume again:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,7 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.e2e  # the benchmark's every row on CPU: half a minute (CI runs e2e)
 def test_cpu_smoke_run_measures_every_row(tmp_path):
     out = tmp_path / "throughput.json"
     res = subprocess.run(
