@@ -183,7 +183,7 @@ def start_ray(address: Optional[str], preload: list[str] = ()) -> None:
         # traffic off this machine, one process fewer (a cluster sets it in its nodes' environment).
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         with lean_head():  # no API server, no autoscaler monitor: nothing here uses them
-            ray.init(address="local", include_dashboard=False, _system_config=preload_system_config(list(preload)))
+            ray.init(address="local", include_dashboard=False, _system_config=preload_system_config(list(preload), embedded_ray_cpus()))
         no_runtime_env_for_trial_actors()  # the trials start in the workers Ray prestarted
     stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 

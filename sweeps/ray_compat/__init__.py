@@ -13,7 +13,7 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   runtime_env.py           no runtime_env for trial actors on an embedded Ray (credentials, prestarted workers)
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
-  worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too)
+  worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too, kept)
   lean_head.py             an embedded Ray head without its API server and autoscaler monitor
   fast_exit.py             (CPython, not Ray) leaving after a command without the interpreter's teardown
   mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call,
@@ -213,6 +213,7 @@ def _probe_worker_preload() -> None:
     with raylet.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         _require(data.find(b"preload_python_modules") >= 0 and data.find(b"--worker-preload-modules=") >= 0,
                  "the raylet knows the preload_python_modules setting and passes --worker-preload-modules")
+        _require(data.find(b"num_workers_soft_limit") >= 0, "the raylet's num_workers_soft_limit setting")
 
 
 def _probe_lean_head() -> None:
@@ -255,7 +256,8 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("MlflowClient._tracking_client.store, SqlAlchemyStore.get_metric_history_bulk, the server's "
              "get-history-bulk endpoint, RunData._metric_objs", "mlflow_bulk", _probe_mlflow_bulk),
     Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
-    Internal("the raylet's preload_python_modules (_system_config)", "worker_preload", _probe_worker_preload),
+    Internal("the raylet's preload_python_modules, num_workers_soft_limit (_system_config)", "worker_preload",
+             _probe_worker_preload),
     Internal("Node.start_head_processes / start_api_server / _webui_url, RayParams.no_monitor", "lean_head",
              _probe_lean_head),
 )
