@@ -2,3 +2,7 @@
 
 Depends on `mixup_core` through `mixup_core.trial.run_trial` and `mixup_core.reporting.Reporter` only.
 """
+
+from .usage_reporting import keep_usage_reporting_off
+
+keep_usage_reporting_off()  # before anything imports MLflow or starts Ray (usage_reporting.py)

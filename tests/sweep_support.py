@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from sweeps.usage_reporting import USAGE_REPORTING_OFF
+
 # A trial that takes well under a second of compute: the cost of a test sweep is Ray's start-up.
 TINY_TRIAL: dict[str, Any] = {
     "seed": 0,
@@ -54,7 +56,10 @@ def cli_command() -> list[str]:
 
 def user_env() -> dict[str, str]:
     """The environment of a user with nothing configured: no cluster, no tracking server, no GPU."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    # Not the usage-reporting switches either: this test process set them when it imported sweeps
+    # (usage_reporting.py), and a user's shell has none of them.
+    unset = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", *USAGE_REPORTING_OFF)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 

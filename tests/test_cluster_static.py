@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeps.usage_reporting import USAGE_REPORTING_OFF
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE = REPO / "docker" / "compose.yaml"
@@ -245,6 +247,23 @@ def test_token_auth_is_configured_everywhere():
     launcher = load(LAUNCHER)
     assert "--env RAY_AUTH_MODE=token" in launcher["docker"]["run_options"]
     assert any(dest.endswith("/.ray/auth_token") for dest in launcher["file_mounts"])
+
+
+def test_usage_reporting_is_off_everywhere():
+    """MLflow's telemetry and Ray's usage statistics off in every container (sweeps/usage_reporting.py
+    sets the same defaults in every process that imports the package)."""
+    wanted = dict(USAGE_REPORTING_OFF)
+    for container in kube_containers(load(RAYCLUSTER)):
+        env = env_of(container)
+        assert {k: env.get(k, {}).get("value") for k in wanted} == wanted, container["name"]
+    compose = load(COMPOSE)
+    for name in ("ray-head", "ray-gpu-worker"):
+        env = compose["services"][name]["environment"]
+        assert {k: env.get(k) for k in wanted} == wanted, name
+    dockerfile = DOCKERFILE.read_text()  # the image's ENV: the MLflow server's container too
+    assert all(f"{k}={v}" in dockerfile for k, v in wanted.items())
+    options = load(LAUNCHER)["docker"]["run_options"]
+    assert all(f"--env {k}={v}" in options for k, v in wanted.items())
 
 
 def test_local_cluster_script_is_executable_and_documents_itself():

@@ -10,7 +10,8 @@
 - a trial's outputs are owner-only: `mixup-train` creates its output directory and checkpoints 0700
   and every file 0600 (an existing directory keeps its mode);
 - no credential from the environment ends up in MLflow params, tags, metric names, artifacts, the
-  MLflow database, Ray's result directory, Ray's session logs or the sweep's console output.
+  MLflow database, Ray's result directory, Ray's session logs or the sweep's console output;
+- no process of a sweep reports usage to MLflow's or Ray's vendors (sweeps/usage_reporting.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ SECRETS = {
     "MLFLOW_TRACKING_PASSWORD": "planted-password-456",
     "MLFLOW_TRACKING_TOKEN": "planted-token-789",
 }
+# The variables by which MLflow recognises CI or a test, and then keeps its telemetry off.
+CI_MARKERS = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS", "TF_BUILD",
+              "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION",
+              "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID"}
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "00000000000000000000000000000001"}  # last: ::1 as /proc prints it
 
 
@@ -103,7 +108,11 @@ def secret_sweep(tmp_path_factory):
     trial = {**TINY_TRIAL, "data": {**TINY_TRIAL["data"], "n_train": 1500}, "train": {**TINY_TRIAL["train"], "epochs": 8}}
     write_spec(tmp, tiny_spec("secrets", trial=trial))
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths are limited
-    env = {**user_env(), **SECRETS, "RAY_TMPDIR": str(ray_tmp)}
+    # Outside CI, as a user runs it (MLflow keeps its telemetry off in CI and under pytest), with
+    # MLflow's telemetry logging on: a telemetry client, in the driver or a trial, would print there
+    # as it tries to reach its vendor's host (no network here).
+    env = {k: v for k, v in {**user_env(), **SECRETS, "RAY_TMPDIR": str(ray_tmp)}.items() if k not in CI_MARKERS}
+    env["_MLFLOW_TELEMETRY_LOGGING"] = "true"
     driver = subprocess.Popen(cli_command() + ["run", "spec.yaml"], cwd=tmp, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=lambda: os.umask(0o022))  # a permissive user umask
@@ -163,6 +172,21 @@ def test_no_credential_in_mlflow_ray_results_logs_or_output(secret_sweep):
     assert (tmp / "mlflow.db").exists() and any((tmp / "mlartifacts").rglob("metrics.jsonl"))
     assert any((tmp / "ray_results" / "secrets").rglob("result.json"))
     assert scanned > 20, scanned
+
+
+def test_no_process_of_a_sweep_reports_usage_to_mlflow_or_ray(secret_sweep):
+    """MLflow 3 starts a telemetry client at import in every process (it fetches its configuration from
+    config.mlflow-telemetry.io, then sends usage events); Ray's head sends usage statistics. Neither
+    does here: nothing in the driver's output, nor in the trials' (their workers' stdout and stderr in
+    Ray's session logs), nor in any Ray log, speaks of either."""
+    _, ray_tmp, rc, out, err, _ = secret_sweep
+    assert rc == 0, err[-3000:]
+    assert "telemetry" not in (out + err).lower(), [line for line in (out + err).splitlines() if "elemetry" in line][:5]
+    worker_files = [p for p in ray_tmp.rglob("worker-*") if p.suffix in (".out", ".err")]
+    assert len(worker_files) >= 2, worker_files  # the trials' own output, to be read
+    for path in [*worker_files, *ray_tmp.rglob("*.log")]:
+        text = path.read_text(errors="replace")
+        assert "telemetry" not in text.lower() and "usage-stats.ray.io" not in text, path
 
 
 def test_sweep_files_are_owner_only_and_no_lock_file_is_left(secret_sweep):

@@ -309,7 +309,8 @@ def ui_hint(tracking_uri: str, experiment_id: str) -> str:
     url = experiment_ui_url(tracking_uri, experiment_id)
     if tracking_uri.startswith(("http://", "https://")):
         return f"MLflow UI: {url}"
-    return f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}, then open {url}"
+    # The UI's server reports usage to MLflow's vendor unless told not to (usage_reporting.py).
+    return f"MLflow UI: MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {tracking_uri}, then open {url}"
 
 
 @dataclass

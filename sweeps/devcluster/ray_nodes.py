@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..usage_reporting import USAGE_REPORTING_OFF
 from .processes import (
     HOST, ClusterError, find_executable, free_ports, http_get, run_in_new_session, stop_processes,
 )
@@ -57,7 +58,7 @@ def base_env(token_path: Path) -> dict[str, str]:
     env.update(
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_path),
-        RAY_USAGE_STATS_ENABLED="0",  # no phoning home: loopback traffic only
+        **USAGE_REPORTING_OFF,  # no phoning home: loopback traffic only
         PYTHONUNBUFFERED="1",
         **LOOPBACK_ENV,
     )
