@@ -35,7 +35,7 @@ from .plan.ray_trials import concurrent_ray_trials, ray_trial_count, total_epoch
 from .plan.sharing import ignored_note as ignored_share_note
 from .ray_address import cluster_address, uses_cluster
 from .ray_compat.experiment_state import restored_trials
-from .ray_compat.lean_head import lean_head
+from .ray_compat.lean_head import LEAN_HEAD_SYSTEM_CONFIG, lean_head
 from .ray_compat.quiet_output import ProgressTable, quiet_driver_output
 from .ray_compat.resources import embedded_ray_cpus
 from .ray_compat.runtime_env import inherit_environment_before_ray_init, no_runtime_env_for_trial_actors
@@ -179,11 +179,11 @@ def start_ray(address: Optional[str], preload: list[str] = ()) -> None:
         # A new embedded single-node Ray (on loopback: see cli.py). address="local": never attach to a
         # cluster that `ray start` left registered on this machine (a stale one makes ray.init() hang).
         inherit_environment_before_ray_init()
-        # Ray's usage statistics are sent to usage-stats.ray.io by a dashboard process of their own: no
-        # traffic off this machine, one process fewer (a cluster sets it in its nodes' environment).
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        with lean_head():  # no API server, no autoscaler monitor: nothing here uses them
-            ray.init(address="local", include_dashboard=False, _system_config=preload_system_config(list(preload), embedded_ray_cpus()))
+        # RAY_USAGE_STATS_ENABLED=0 (usage_reporting.py, at import): no usage statistics sent, and one
+        # process fewer (a dashboard process of their own).
+        system_config = {**LEAN_HEAD_SYSTEM_CONFIG, **preload_system_config(list(preload), embedded_ray_cpus())}
+        with lean_head():  # no API server, no autoscaler monitor, no idle waits: nothing here uses them
+            ray.init(address="local", include_dashboard=False, _system_config=system_config)
         no_runtime_env_for_trial_actors()  # the trials start in the workers Ray prestarted
     stop_signals.install()  # ray.init installed its own SIGTERM handler (sys.exit mid-fit: SIGABRT)
 

@@ -14,7 +14,7 @@ a Ray upgrade changes what we rely on; tests/test_ray_compat.py runs every probe
   loopback_node.py         `ray start` of a worker node that stays on 127.0.0.1 (dev cluster)
   quiet_output.py          Ray's lines that mislead a user (its resume hint, per-checkpoint INFO, logdir)
   worker_preload.py        modules an embedded Ray's workers import as they start (prestarted ones too, kept)
-  lean_head.py             an embedded Ray head without its API server and autoscaler monitor
+  lean_head.py             an embedded Ray head without its API server and autoscaler monitor, nor idle waits
   fast_exit.py             (CPython, not Ray) leaving after a command without the interpreter's teardown
   mlflow_bulk.py           (MLflow, not Ray) the tracking store behind a client, the server's bulk history call,
                            a run's latest metric points (step, timestamp, value)
@@ -226,6 +226,33 @@ def _probe_lean_head() -> None:
              "Node.start_head_processes starts the monitor unless no_monitor, then the API server")
     _require("self._webui_url" in inspect.getsource(node.Node), "Node._webui_url")
     _require("no_monitor" in _params(parameter.RayParams.__init__), "RayParams(no_monitor=...)")
+    # the registration wait: Node.__init__ starts the node's processes, then asks the GCS for the node
+    init = inspect.getsource(node.Node.__init__)
+    _require(0 <= init.find("self.start_ray_processes()") < init.find("services.get_node("),
+             "Node.__init__ calls start_ray_processes() and then waits in services.get_node")
+    _require(all(hasattr(node.Node, a) for a in ("get_gcs_client", "start_ray_processes")), "Node.get_gcs_client()")
+    _require("self._node_id" in init and "self.head" in init, "Node._node_id, Node.head")
+    from ray._raylet import InnerGcsClient
+
+    _require("get_all_node_info" in dir(InnerGcsClient), "GcsClient.get_all_node_info()")
+    # the dependency check without importing: the same modules as Ray's own check
+    from ray._private import services, utils
+
+    from .lean_head import DASHBOARD_DEPENDENCIES
+
+    _require("get_dashboard_dependency_error" in inspect.getsource(services.start_raylet)
+             and callable(utils.get_dashboard_dependency_error),
+             "services.start_raylet asks utils.get_dashboard_dependency_error() for the agent's mode")
+    deps = Path(utils.__file__).parent.parent / "dashboard" / "optional_deps.py"
+    imported = {line.split()[1] for line in deps.read_text().splitlines() if line.startswith(("import ", "from "))}
+    _require(imported <= set(DASHBOARD_DEPENDENCIES), f"ray/dashboard/optional_deps.py imports only {DASHBOARD_DEPENDENCIES}")
+    import ray
+
+    raylet = Path(ray.__file__).parent / "core" / "src" / "ray" / "raylet" / "raylet"
+    with raylet.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        _require(data.find(b"raylet_client_connect_timeout_milliseconds") >= 0
+                 and data.find(b"raylet_client_num_connect_attempts") >= 0,
+                 "the raylet's raylet_client_connect_timeout_milliseconds / raylet_client_num_connect_attempts")
 
 
 def _probe_fast_exit() -> None:
@@ -258,6 +285,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("atexit._run_exitfuncs", "fast_exit", _probe_fast_exit),
     Internal("the raylet's preload_python_modules, num_workers_soft_limit (_system_config)", "worker_preload",
              _probe_worker_preload),
-    Internal("Node.start_head_processes / start_api_server / _webui_url, RayParams.no_monitor", "lean_head",
+    Internal("Node.start_head_processes / start_api_server / _webui_url / start_ray_processes / get_gcs_client, "
+             "RayParams.no_monitor, utils.get_dashboard_dependency_error, raylet_client_connect_* settings", "lean_head",
              _probe_lean_head),
 )
