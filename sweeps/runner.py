@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import gc
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -135,15 +136,13 @@ def shutdown_ray() -> None:
       exit code 1, no message, stdout lost), which a background shutdown beside the selection did once.
     - Ray's hook for uncaught errors reports them to its GCS, gone afterwards: Python's own from here.
     """
-    import gc
-
     import ray
 
     join_background_imports()
     if not ray.is_initialized():
         return
     sys.excepthook = sys.__excepthook__
-    gc.collect()
+    gc.collect()  # a small collection: what existed before the trials started is frozen (_fit)
     gc.disable()
     try:
         ray.shutdown()
@@ -461,6 +460,10 @@ def _fit(client, parent_run_id: str, address: Optional[str], make_tuner, name: s
     try:
         start_ray(address, preload)
         import_in_background(*SELECTION_IMPORTS)
+        # Everything the driver holds before its trials start (modules, the MLflow client, the spec: about
+        # 330,000 objects) is never garbage: out of the collector's sight from now on, so the collection
+        # before Ray's shutdown scans only what the sweep made (0.02-0.05 s instead of 0.2 s on 2 cores).
+        gc.freeze()
         make_tuner().fit()
         shutdown_ray()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first, still resumable
