@@ -103,6 +103,25 @@ def test_grid_sweep_starts_only_the_ray_processes_it_uses(grid_sweep):
     assert not names & {"monitor.log", "monitor.out", "monitor.err"}, sorted(names)  # the autoscaler monitor
 
 
+def test_grid_sweep_starts_its_first_trials_in_the_workers_ray_prestarted(grid_sweep):
+    """When the sweep's concurrent trials fill the node's CPUs, the raylet prestarts one worker per CPU
+    as the driver connects, and they import the trial's modules while the driver gets ready
+    (ray_compat/worker_preload.py). Each of them hosts a trial: the raylet keeps them although Tune's
+    placement groups take every CPU just before the trials' leases (it killed both, about one start in
+    three, before num_workers_soft_limit; new workers then imported everything again). Prestarted
+    workers have no job id in their log's name (ffffffff); a worker's .out names each actor it hosted."""
+    from sweeps.ray_compat.resources import embedded_ray_cpus
+
+    if embedded_ray_cpus() > 2:
+        pytest.skip("the sweep's 2 concurrent trials fill the CPUs of a 2-CPU node only: no preloading here")
+    _, res, _, ray_tmp = grid_sweep
+    logs = ray_tmp / "ray" / "session_latest" / "logs"
+    prestarted = sorted(logs.glob("worker-*-ffffffff-*.out"))
+    assert len(prestarted) == int(embedded_ray_cpus()), sorted(p.name for p in logs.glob("worker-*"))
+    for out in prestarted:
+        assert ":actor_name:" in out.read_text(errors="replace"), (out.name, res.stderr[-2000:])
+
+
 def test_grid_sweep_logs_each_epoch_once_and_the_trial_outputs(grid_sweep):
     tmp, _, _, _ = grid_sweep
     c = client(tmp)
