@@ -140,6 +140,7 @@ def shutdown_ray() -> None:
 
     join_background_imports()
     if not ray.is_initialized():
+        gc.unfreeze()
         return
     sys.excepthook = sys.__excepthook__
     gc.collect()  # a small collection: what existed before the trials started is frozen (_fit)
@@ -148,6 +149,7 @@ def shutdown_ray() -> None:
         ray.shutdown()
     finally:
         gc.enable()
+        gc.unfreeze()  # collectable again, as before the trials (a process may run another sweep)
 
 
 TRIAL_PRELOAD = "sweeps.trial.preload"
