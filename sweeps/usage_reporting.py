@@ -17,11 +17,10 @@ A cluster's own nodes get them in their environment (devcluster, docker/, cluste
 from __future__ import annotations
 
 import os
-from typing import MutableMapping
 
 USAGE_REPORTING_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def keep_usage_reporting_off(environ: MutableMapping[str, str] = os.environ) -> None:
+def keep_usage_reporting_off() -> None:
     for name, value in USAGE_REPORTING_OFF.items():
-        environ.setdefault(name, value)
+        os.environ.setdefault(name, value)

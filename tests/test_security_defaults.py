@@ -101,6 +101,15 @@ def test_trial_outputs_are_owner_only_and_an_existing_directory_keeps_its_mode(t
     assert stat.S_IMODE((shared / "checkpoints").stat().st_mode) == 0o700
 
 
+def outside_ci_env() -> dict[str, str]:
+    """A user's environment outside CI (MLflow keeps its telemetry off in CI and under pytest), with
+    MLflow's telemetry logging on: a telemetry client, in the driver or a trial, prints there as it
+    tries to reach its vendor's host (no network here)."""
+    env = {k: v for k, v in user_env().items() if k not in CI_MARKERS and k != "DO_NOT_TRACK"}
+    env["_MLFLOW_TELEMETRY_LOGGING"] = "true"
+    return env
+
+
 @pytest.fixture(scope="module")
 def secret_sweep(tmp_path_factory):
     """A 2-trial sweep run with credentials in its environment; the listening sockets of every process
@@ -109,11 +118,7 @@ def secret_sweep(tmp_path_factory):
     trial = {**TINY_TRIAL, "data": {**TINY_TRIAL["data"], "n_train": 1500}, "train": {**TINY_TRIAL["train"], "epochs": 8}}
     write_spec(tmp, tiny_spec("secrets", trial=trial))
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths are limited
-    # Outside CI, as a user runs it (MLflow keeps its telemetry off in CI and under pytest), with
-    # MLflow's telemetry logging on: a telemetry client, in the driver or a trial, would print there
-    # as it tries to reach its vendor's host (no network here).
-    env = {k: v for k, v in {**user_env(), **SECRETS, "RAY_TMPDIR": str(ray_tmp)}.items() if k not in CI_MARKERS}
-    env["_MLFLOW_TELEMETRY_LOGGING"] = "true"
+    env = {**outside_ci_env(), **SECRETS, "RAY_TMPDIR": str(ray_tmp)}
     driver = subprocess.Popen(cli_command() + ["run", "spec.yaml"], cwd=tmp, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=lambda: os.umask(0o022))  # a permissive user umask
@@ -182,6 +187,14 @@ def test_no_process_of_a_sweep_reports_usage_to_mlflow_or_ray(secret_sweep):
     Ray's session logs), nor in any Ray log, speaks of either."""
     _, ray_tmp, rc, out, err, _ = secret_sweep
     assert rc == 0, err[-3000:]
+    # Not vacuous: in this environment MLflow's own check would turn its telemetry on, but for the
+    # defaults sweeps sets.
+    mlflow_alone = subprocess.run([sys.executable, "-c", "from mlflow.telemetry.utils import is_telemetry_disabled as off; "
+                                   "print(off())"], env=outside_ci_env(), capture_output=True, text=True, timeout=120)
+    assert mlflow_alone.stdout.split()[-1:] == ["False"], (
+        "MLflow keeps its telemetry off in this environment by itself (a CI marker it knows, or a dev version "
+        "of MLflow): add the marker to CI_MARKERS, or this test cannot tell. "
+        f"{mlflow_alone.stdout[-500:]} {mlflow_alone.stderr[-1500:]}")
     # what MLflow's telemetry prints (its logger, its host), not the UI hint's MLFLOW_DISABLE_TELEMETRY=true
     trace = re.compile(r"mlflow[.-]telemetry|usage-stats\.ray\.io")
     assert not trace.search(out + err), [line for line in (out + err).splitlines() if trace.search(line)][:5]
