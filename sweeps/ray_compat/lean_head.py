@@ -9,8 +9,8 @@
 this sweep talks to either (the job API, the state API and the dashboard belong to a cluster's head,
 `ray start`, which this never touches).
 
-It also takes out two waits of whole seconds that `ray.init` spends idle (seen in the raylet's log and
-the driver's profile, each about one start in two or more):
+It also takes out two idle waits of up to a second each in `ray.init` (seen in the raylet's log and the
+driver's profile of every start measured):
   * the raylet connects to its own object store, started a moment before in a thread of its own; when
     that store is not listening yet, it sleeps `raylet_client_connect_timeout_milliseconds` (1000)
     before it tries again. `LEAN_HEAD_SYSTEM_CONFIG` retries every 50 ms, as many times more, so the
